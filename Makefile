@@ -1,0 +1,37 @@
+# agserve: `make run` serves the demo model, `make test` runs the whole suite. Both set everything up.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The stamp changes whenever a pinned requirement changes, so `make` reinstalls exactly then.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
+export AGSERVE_BIND ?= 127.0.0.1:8000
+
+.PHONY: install demo run test clean help
+
+help:
+	@echo "make run    set up, train+import the iris demo model, serve it on $(AGSERVE_BIND)"
+	@echo "make test   set up and run the whole test suite"
+	@echo "make clean  remove the virtual environment and caches"
+
+$(STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "agserve needs $(PYTHON) (AutoGluon loads a predictor only on the Python that saved it)"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check pip==26.3 setuptools==80.9.0 wheel==0.45.1
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/agserve models demo --bind $(AGSERVE_BIND)
+
+run: demo
+	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

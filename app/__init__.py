@@ -1,0 +1,61 @@
+"""agserve: a production prediction server for AutoGluon tabular models.
+
+create_app reads like a table of contents; wsgi.py is the only place an app is built at import time.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flask import Flask
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, logging, errors, blueprints, commands, then the served models."""
+    from app.config import load_settings
+
+    app = Flask(__name__)
+    app.config.update(load_settings(overrides=config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.json.sort_keys = False
+
+    configure_logging(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    register_commands(app)
+    register_models(app)
+    return app
+
+
+def configure_logging(app: Flask) -> None:
+    from app import logs
+    logs.configure_logging(app)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from app import errors
+    errors.register_error_handlers(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.api import admin, health, models, prediction
+    for module in (health, prediction, models, admin):
+        app.register_blueprint(module.bp)
+
+
+def register_commands(app: Flask) -> None:
+    from app import cli
+    cli.init_app(app)
+
+
+def register_models(app: Flask) -> None:
+    """Open the repository; in a serving process, load and warm up every served model now."""
+    from app.config import math_threads
+    from app.inference import ModelRegistry, ModelRepository
+    from app.threads import apply_thread_limits
+
+    registry = ModelRegistry(ModelRepository(app.config["MODEL_REPOSITORY"]),
+                             names=app.config["MODELS"], default=app.config["DEFAULT_MODEL"])
+    app.extensions["agserve.models"] = registry
+    if app.config["LOAD_MODELS_ON_START"]:
+        registry.load_all(app.config)
+        app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))

@@ -1,0 +1,57 @@
+"""Model metadata: what is served, each model's manifest facts and its input schema."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from app.api import served_models
+from app.inference.served import ServedModel
+from app.schemas import json_schema
+
+bp = Blueprint("models", __name__)
+
+
+@bp.get("/models")
+def list_models():
+    """The served models with their versions and states; which one is the default."""
+    registry = served_models()
+    return jsonify({"default": registry.default_name or None, "models": registry.status()})
+
+
+@bp.get("/model/info")
+def default_model_info():
+    """Metadata of the default model (the seed's /model/info)."""
+    return jsonify(describe(served_models().get(None)))
+
+
+@bp.get("/models/<name>")
+def model_info(name: str):
+    """Metadata of a served model: problem, features, validation scores, stored feature importance."""
+    return jsonify(describe(served_models().get(name)))
+
+
+@bp.get("/models/<name>/schema")
+def model_schema(name: str):
+    """The JSON Schema a row must satisfy, generated from the model's marshmallow schema."""
+    model = served_models().get(name)
+    return jsonify({"name": model.name, "version": model.version, "row": json_schema(model.schema)})
+
+
+def describe(model: ServedModel) -> dict[str, Any]:
+    manifest = model.manifest
+    reference = manifest.get("reference") or {}
+    return {
+        **model.info,
+        "label": manifest["label"],
+        "class_labels": manifest["class_labels"],
+        "positive_class": manifest["positive_class"],
+        "quantile_levels": manifest["quantile_levels"],
+        "model_best": manifest["model_best"],
+        "features": [{"name": f["name"], "kind": f["kind"]} for f in manifest["features"]],
+        "versions": manifest["versions"],
+        "imported_at": manifest["imported_at"],
+        "validation_scores": reference.get("scores"),
+        "feature_importance": reference.get("feature_importance"),
+        "sample_row": reference.get("sample_row"),
+    }

@@ -1,0 +1,194 @@
+"""Settings: defaults in code, then config/<AGSERVE_ENV>.py, then AGSERVE_* variables, then a test mapping.
+
+This module imports nothing heavy, so gunicorn.conf.py can validate settings in the master.
+"""
+from __future__ import annotations
+
+import os
+import re
+import runpy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+ENVIRONMENTS = ("development", "production", "testing")
+
+
+class ConfigError(Exception):
+    """An invalid setting; the message is one line naming it."""
+
+
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError("must be 0 or a positive integer")
+    return number
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValueError("must be an integer")
+
+
+def _fraction(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number between 0 and 1") from None
+    if not 0 < number <= 1:
+        raise ValueError("must be a number between 0 and 1")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value.strip()
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+    return parse
+
+
+def _name_list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(item.strip() for item in items if str(item).strip())
+    for name in names:
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid model name")
+    return names
+
+
+def _model_name_or_empty(value: Any) -> str:
+    text = _text(value)
+    if text and not MODEL_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a valid model name")
+    return text
+
+
+def _bind(value: Any) -> str:
+    text = _text(value)
+    if text.startswith("unix:"):
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT or unix:PATH")
+    return text
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    env: str = ""
+
+    @property
+    def env_name(self) -> str:
+        return self.env or f"AGSERVE_{self.name}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # The application
+    Setting("ENV", "development", _choice(*ENVIRONMENTS), "Which `config/<env>.py` is layered over the defaults."),
+    Setting("MODEL_REPOSITORY", "models", _text, "Folder of the model repository (`<name>/<version>/`); relative paths are from the working directory."),
+    Setting("MODELS", (), _name_list, "Comma-separated model names to serve; empty serves every model that has an active version."),
+    Setting("DEFAULT_MODEL", "", _model_name_or_empty, "Model answered by `POST /predict` and `GET /model/info`; empty means the only served model, or the first by name."),
+    Setting("MAX_ROWS", 10_000, _positive_int, "Most rows in one prediction request (more: 413)."),
+    Setting("MAX_BODY_BYTES", 32 * 1024 * 1024, _positive_int, "Largest request body in bytes (more: 413)."),
+    Setting("UNKNOWN_FIELDS", "raise", _choice("raise", "exclude"), "What to do with a row key that is not a feature: `raise` (422) or `exclude` (drop it)."),
+    Setting("MISSING_FEATURES", "raise", _choice("raise", "null"), "What to do with a feature missing from a row: `raise` (422) or `null` (treat as a missing value)."),
+    Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
+    Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
+    Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
+    Setting("LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
+    # The gunicorn server (read by gunicorn.conf.py)
+    Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
+    Setting("WORKERS", 2, _positive_int, "Gunicorn worker processes (each loads every served model).", env="WEB_CONCURRENCY"),
+    Setting("THREADS", 4, _positive_int, "Request threads per worker (gthread worker class)."),
+    Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
+    Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
+    Setting("MAX_REQUESTS", 10_000, _non_negative_int, "Requests after which a worker is recycled (0: never)."),
+    Setting("MAX_REQUESTS_JITTER", 1_000, _non_negative_int, "Random extra requests added to MAX_REQUESTS so workers do not recycle together."),
+)
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve every setting through the four layers; raise ConfigError naming the first bad one."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    raw: dict[str, tuple[Any, str]] = {s.name: (s.default, f"default {s.name}") for s in SETTINGS}
+
+    env_name = overrides.get("ENV", environ.get("AGSERVE_ENV", "development"))
+    env_name = _parse(_BY_NAME["ENV"], env_name, "AGSERVE_ENV")
+    config_file = CONFIG_DIR / f"{env_name}.py"
+    if config_file.is_file():
+        for key, value in runpy.run_path(str(config_file)).items():
+            if key.isupper():
+                if key not in _BY_NAME:
+                    raise ConfigError(f"{config_file.name}: {key} is not a setting")
+                raw[key] = (value, f"{key} in config/{config_file.name}")
+    for setting in SETTINGS:
+        if setting.env_name in environ:
+            raw[setting.name] = (environ[setting.env_name], setting.env_name)
+    for key, value in overrides.items():
+        if key in _BY_NAME:
+            raw[key] = (value, key)
+    raw["ENV"] = (env_name, "AGSERVE_ENV")
+
+    return {name: _parse(_BY_NAME[name], value, source) for name, (value, source) in raw.items()}
+
+
+def _parse(setting: Setting, value: Any, source: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source} {exc} (got {value!r})") from None
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def math_threads(settings: Mapping[str, Any]) -> int:
+    """Threads each worker's math libraries get, so that workers × threads ≤ cores."""
+    return settings["MATH_THREADS"] or max(1, cpu_count() // settings["WORKERS"])

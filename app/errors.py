@@ -1,0 +1,59 @@
+"""One JSON error shape for every failure: {"error", "details", "request_id"}; never a stack trace."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app.inference.errors import ModelError
+
+log = logging.getLogger("agserve.errors")
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by views (bad body, wrong content type, too many rows)."""
+
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or {}
+
+
+def error_response(status: int, message: str, details: dict[str, Any] | None = None):
+    body = {"error": message, "details": details or {}, "request_id": g.get("request_id")}
+    return jsonify(body), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(ModelError, _model_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _api_error(exc: ApiError):
+    log.info("request refused: %s", exc.message, extra={"status": exc.status})
+    return error_response(exc.status, exc.message, exc.details)
+
+
+def _model_error(exc: ModelError):
+    log.info("request refused: %s", exc.message, extra={"status": exc.status})
+    return error_response(exc.status, exc.message, exc.details)
+
+
+def _http_error(exc: HTTPException):
+    status = exc.code or 500
+    message = {413: "request body too large"}.get(status, exc.description or exc.name)
+    response, status = error_response(status, message)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response, status
+
+
+def _unexpected_error(exc: Exception):
+    # The traceback goes to the log, keyed by request id; the client only gets the id.
+    log.exception("unexpected error")
+    return error_response(500, "internal server error; quote the request id when reporting it")

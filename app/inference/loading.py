@@ -1,0 +1,62 @@
+"""Loading a version safely: checksums and versions are verified before anything is unpickled."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Mapping
+
+from app.inference.errors import ModelLoadError
+from app.inference.manifest import file_checksums, installed_versions, saved_versions
+from app.inference.repository import ModelVersion, version_mismatch
+from app.inference.served import ServedModel
+from app.schemas import build_row_schema, check_bounds
+
+log = logging.getLogger("agserve.models")
+
+
+def verify(version: ModelVersion, manifest: dict[str, Any]) -> None:
+    """Raise ModelLoadError if any predictor file changed, vanished or appeared, or versions differ."""
+    expected = manifest["files"]
+    actual = file_checksums(version.predictor_path)
+    changed = sorted(p for p in expected if p in actual and actual[p] != expected[p])
+    missing = sorted(p for p in expected if p not in actual)
+    unexpected = sorted(p for p in actual if p not in expected)
+    if changed or missing or unexpected:
+        parts = [f"{label}: {', '.join(paths)}" for label, paths in
+                 (("changed", changed), ("missing", missing), ("unexpected", unexpected)) if paths]
+        raise ModelLoadError(f"model {version.name} version {version.version} failed its integrity check "
+                             f"({'; '.join(parts)}); refusing to load it")
+    mismatch = version_mismatch(saved_versions(version.predictor_path), installed_versions())
+    if mismatch:
+        raise ModelLoadError(f"model {version.name} version {version.version} was {mismatch}; refusing to load it")
+
+
+def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedModel, dict[str, Any]]:
+    """Verify, unpickle, persist in memory and warm up one version; return it with load facts."""
+    started = time.perf_counter()
+    manifest = version.manifest()
+    verify(version, manifest)
+    bounds = None
+    if version.bounds_path.is_file():
+        try:
+            bounds = check_bounds(json.loads(version.bounds_path.read_text()), manifest["features"])
+        except ValueError as exc:
+            raise ModelLoadError(f"model {version.name} version {version.version}: {exc}") from None
+    schema = build_row_schema(version.name, manifest["features"], bounds,
+                              unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
+
+    from autogluon.tabular import TabularPredictor  # heavy: imported in the worker, after the fork
+
+    predictor = TabularPredictor.load(str(version.predictor_path), verbosity=0,
+                                      require_version_match=True, require_py_version_match=True)
+    persisted = predictor.persist(models="best", with_ancestors=True, max_memory=settings["PERSIST_MAX_MEMORY"])
+    if not persisted:
+        log.warning("model weights not persisted in memory (too large for PERSIST_MAX_MEMORY); "
+                    "they will be read from disk on every call",
+                    extra={"model": version.name, "version": version.version})
+    model = ServedModel(version.name, version.version, manifest, predictor, schema)
+    warmup_ms = model.warm_up()
+    facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
+             "persisted": list(persisted)}
+    return model, facts

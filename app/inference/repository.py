@@ -1,0 +1,151 @@
+"""The model repository on disk: models/<name>/<version>/{predictor/, manifest.json, schema.json}.
+
+models/<name>/state.json records the active version and the ones before it (for rollback).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from app.config import MODEL_NAME
+from app.inference.errors import ModelNotFound, RepositoryError
+from app.inference.manifest import (MANIFEST_FILE, build_manifest, installed_versions, read_manifest,
+                                    saved_versions, write_manifest)
+
+PREDICTOR_DIR = "predictor"
+STATE_FILE = "state.json"
+BOUNDS_FILE = "schema.json"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One imported version of a model; nothing here unpickles anything."""
+
+    name: str
+    version: str
+    path: Path
+
+    @property
+    def predictor_path(self) -> Path:
+        return self.path / PREDICTOR_DIR
+
+    @property
+    def bounds_path(self) -> Path:
+        return self.path / BOUNDS_FILE
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.path)
+
+
+class ModelRepository:
+    """Named models, each with numbered versions and one active version."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.fullmatch(p.name))
+
+    def versions(self, name: str) -> list[str]:
+        folder = self._model_dir(name)
+        found = [p.name for p in folder.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file()] if folder.is_dir() else []
+        return sorted(found, key=_version_key)
+
+    def active_version(self, name: str) -> str | None:
+        return self._state(name).get("active")
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """A version (the active one when version is None); ModelNotFound when there is none."""
+        version = version or self.active_version(name)
+        if version is None or version not in self.versions(name):
+            what = f"model {name!r} version {version!r}" if version else f"model {name!r}"
+            raise ModelNotFound(f"{what} is not in the repository")
+        return ModelVersion(name, version, self._model_dir(name) / version)
+
+    def import_predictor(self, source: str | os.PathLike, name: str, version: str | None = None,
+                         reference: pd.DataFrame | None = None) -> ModelVersion:
+        """Copy a saved TabularPredictor in, write its manifest, and activate it if it is the first version."""
+        from autogluon.tabular import TabularPredictor
+
+        source = Path(source)
+        if not MODEL_NAME.fullmatch(name):
+            raise RepositoryError(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
+        if not (source / "predictor.pkl").is_file():
+            raise RepositoryError(f"{source} is not a saved AutoGluon TabularPredictor (no predictor.pkl)")
+        mismatch = version_mismatch(saved_versions(source), installed_versions())
+        if mismatch:
+            raise RepositoryError(f"cannot import {source}: {mismatch}")
+        version = version or self._next_version(name)
+        if not MODEL_NAME.fullmatch(version):
+            raise RepositoryError(f"{version!r} is not a valid version")
+        target = self._model_dir(name) / version
+        if target.exists():
+            raise RepositoryError(f"model {name!r} already has a version {version!r}")
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        try:
+            shutil.copytree(source, staging / PREDICTOR_DIR)
+            predictor = TabularPredictor.load(str(staging / PREDICTOR_DIR), verbosity=0)
+            manifest = build_manifest(predictor, staging / PREDICTOR_DIR, name=name, version=version,
+                                      reference=reference)
+            write_manifest(staging, manifest)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if self.active_version(name) is None:
+            self.activate(name, version)
+        return ModelVersion(name, version, target)
+
+    def activate(self, name: str, version: str) -> None:
+        """Make version the active one, remembering the previous for rollback."""
+        self.get(name, version)
+        state = self._state(name)
+        previous = state.get("active")
+        history = list(state.get("history", []))
+        if previous and previous != version:
+            history.append(previous)
+        self._write_state(name, {"active": version, "history": history})
+
+    def _model_dir(self, name: str) -> Path:
+        if not MODEL_NAME.fullmatch(name):
+            raise ModelNotFound(f"model {name!r} is not in the repository")
+        return self.root / name
+
+    def _state(self, name: str) -> dict[str, Any]:
+        path = self._model_dir(name) / STATE_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _write_state(self, name: str, state: dict[str, Any]) -> None:
+        path = self._model_dir(name) / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(temporary, path)  # readers see the old or the new state, never half of one
+
+    def _next_version(self, name: str) -> str:
+        numbers = [int(v) for v in self.versions(name) if v.isdigit()]
+        return str(max(numbers, default=0) + 1)
+
+
+def version_mismatch(saved: dict[str, str], installed: dict[str, str]) -> str:
+    """A sentence naming what differs between saved and installed versions, or '' if nothing does."""
+    problems = []
+    if saved["autogluon"] != installed["autogluon"]:
+        problems.append(f"saved with autogluon.tabular {saved['autogluon']} but {installed['autogluon']} is installed")
+    if saved["python"] != installed["python"]:
+        problems.append(f"saved with Python {saved['python']} but this is Python {installed['python']}")
+    return "; ".join(problems)
+
+
+def _version_key(version: str) -> tuple:
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)

@@ -1,0 +1,149 @@
+"""Marshmallow input schemas generated from a model's manifest, and their JSON Schema view."""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+# Owner-declared bounds in schema.json: {"features": {name: {minimum, maximum, enum, max_length}}}
+BOUND_KEYS = {"minimum", "maximum", "enum", "max_length"}
+
+
+class StrippedString(fields.String):
+    """A string with surrounding whitespace removed."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+class WholeNumber(fields.Integer):
+    """An integer; 3.0 and "3" are accepted, 3.5 is refused (marshmallow would truncate it)."""
+
+    def _validated(self, value):
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        if isinstance(value, str):
+            try:
+                if not float(value).is_integer():
+                    raise self.make_error("invalid")
+            except ValueError:
+                raise self.make_error("invalid") from None
+        return super()._validated(value)
+
+
+class FiniteFloat(fields.Float):
+    """A finite float (NaN, Infinity and overflowing literals such as 1e999 are refused)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_nan=False, **kwargs)
+
+    def _validated(self, value):
+        number = super()._validated(value)
+        if number is not None and not math.isfinite(number):
+            raise self.make_error("special")
+        return number
+
+
+class IsoDateTime(StrippedString):
+    """An ISO 8601 date or date-time, kept as text for AutoGluon to parse as it did in training."""
+
+    default_error_messages = {"datetime": "Not a valid ISO 8601 date or date-time."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise self.make_error("datetime") from None
+        return text
+
+
+FIELD_FOR_KIND = {
+    "numeric": FiniteFloat,
+    "integer": WholeNumber,
+    "boolean": fields.Boolean,
+    "category": StrippedString,
+    "datetime": IsoDateTime,
+    "text": StrippedString,
+}
+
+
+def check_bounds(bounds: dict[str, Any], features: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Validate a schema.json document against the features; return {feature: bounds}."""
+    declared = bounds.get("features", {}) if isinstance(bounds, dict) else None
+    if not isinstance(declared, dict):
+        raise ValueError('schema.json must be {"features": {name: {...}}}')
+    kinds = {f["name"]: f["kind"] for f in features}
+    for name, spec in declared.items():
+        if name not in kinds:
+            raise ValueError(f"schema.json names {name!r}, which is not a feature")
+        if not isinstance(spec, dict) or set(spec) - BOUND_KEYS:
+            raise ValueError(f"schema.json: bounds of {name!r} may only use {', '.join(sorted(BOUND_KEYS))}")
+    return declared
+
+
+def build_row_schema(model_name: str, features: list[dict[str, Any]], bounds: dict[str, dict[str, Any]] | None = None,
+                     *, unknown: str = "raise", missing: str = "raise") -> Schema:
+    """A schema for one input row: one field per feature, typed by its AutoGluon kind; null is a missing value."""
+    bounds = bounds or {}
+    declared = {}
+    for feature in features:
+        spec = bounds.get(feature["name"], {})
+        validators = []
+        if "minimum" in spec or "maximum" in spec:
+            validators.append(validate.Range(min=spec.get("minimum"), max=spec.get("maximum")))
+        if "enum" in spec:
+            validators.append(validate.OneOf(spec["enum"]))
+        if "max_length" in spec:
+            validators.append(validate.Length(max=spec["max_length"]))
+        field_class = FIELD_FOR_KIND[feature["kind"]]
+        declared[feature["name"]] = field_class(
+            required=(missing == "raise"), allow_none=True, validate=validators,
+            metadata={"kind": feature["kind"]})
+    schema_class = Schema.from_dict(declared, name=f"{_identifier(model_name)}Row")
+    return schema_class(unknown=RAISE if unknown == "raise" else EXCLUDE)
+
+
+def validate_rows(schema: Schema, rows: list[Any]) -> list[dict[str, Any]]:
+    """Validated rows, or ValidationError whose messages are {row index: {field: [messages]}}."""
+    not_objects = {i: {"_schema": ["Each row must be a JSON object."]} for i, row in enumerate(rows)
+                   if not isinstance(row, dict)}
+    if not_objects:
+        raise ValidationError(not_objects)
+    return schema.load(rows, many=True)
+
+
+JSON_TYPE = {FiniteFloat: "number", WholeNumber: "integer", fields.Boolean: "boolean",
+             StrippedString: "string", IsoDateTime: "string"}
+
+
+def json_schema(schema: Schema) -> dict[str, Any]:
+    """The JSON Schema of one row, read off the marshmallow fields so the two never disagree."""
+    properties = {}
+    for name, field in schema.fields.items():
+        prop: dict[str, Any] = {"type": [JSON_TYPE[type(field)], "null"], "x-feature-kind": field.metadata["kind"]}
+        if isinstance(field, IsoDateTime):
+            prop["format"] = "date-time"
+        for validator in field.validators:
+            if isinstance(validator, validate.Range):
+                if validator.min is not None:
+                    prop["minimum"] = validator.min
+                if validator.max is not None:
+                    prop["maximum"] = validator.max
+            elif isinstance(validator, validate.OneOf):
+                prop["enum"] = list(validator.choices) + [None]
+            elif isinstance(validator, validate.Length) and validator.max is not None:
+                prop["maxLength"] = validator.max
+        properties[name] = prop
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name, field in schema.fields.items() if field.required],
+        "additionalProperties": schema.unknown != RAISE,
+    }
+
+
+def _identifier(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").replace(".", "_").split("_")) or "Model"

@@ -1,0 +1,75 @@
+"""Starting a real gunicorn on a free loopback port, and always stopping it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGSERVE_")}
+    env.update({"AGSERVE_ENV": "testing", **settings})
+    return env
+
+
+def wait_until(url: str, timeout: float, process: subprocess.Popen | None = None, status: int = 200) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            last = requests.get(url, timeout=2)
+            if last.status_code == status:
+                return last
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer {status} within {timeout}s (last: {last and last.status_code})")
+
+
+@contextlib.contextmanager
+def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait_ready: bool = True,
+             log_path: Path | None = None, **settings: str):
+    """Yield (base_url, process) of gunicorn -c gunicorn.conf.py wsgi:app; stop it afterwards."""
+    port = free_port()
+    env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_BIND=f"127.0.0.1:{port}",
+                     WEB_CONCURRENCY=str(workers), **settings)
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if wait_ready:
+            wait_until(f"{base}/health/ready", ready_timeout, process)
+        yield base, process
+    finally:
+        stop(process)
+        if log_path:
+            log.close()
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
