@@ -135,7 +135,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
-    Setting("LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
+    Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
     Setting("WORKERS", 2, _positive_int, "Gunicorn worker processes (each loads every served model).", env="WEB_CONCURRENCY"),

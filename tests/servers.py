@@ -38,7 +38,7 @@ def wait_until(url: str, timeout: float, process: subprocess.Popen | None = None
             last = requests.get(url, timeout=2)
             if last.status_code == status:
                 return last
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer {status} within {timeout}s (last: {last and last.status_code})")

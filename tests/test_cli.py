@@ -1,0 +1,51 @@
+"""The agserve command, run as a user would: a real subprocess of the installed console script."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.conftest import PROBLEMS
+from tests.data import FEATURES
+from tests.servers import BIN, ROOT, server_env
+
+
+def agserve(*args: str, repository) -> subprocess.CompletedProcess:
+    env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository))
+    return subprocess.run([str(BIN / "agserve"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_import_then_list(tmp_path, predictor_dirs, dataset):
+    _, test = dataset
+    reference = tmp_path / "holdout.csv"
+    test[FEATURES + [PROBLEMS["binary"][0]]].to_csv(reference, index=False)
+    repository = tmp_path / "models"
+
+    first = agserve("models", "import", str(predictor_dirs["binary"]), "--name", "churn",
+                    "--reference-data", str(reference), repository=repository)
+    second = agserve("models", "import", str(predictor_dirs["binary"]), "--name", "churn", "--version", "b",
+                     repository=repository)
+
+    assert first.returncode == 0, first.stderr
+    assert "imported churn version 1" in first.stdout and "(active version: 1)" in first.stdout
+    assert second.returncode == 0 and "(active version: 1)" in second.stdout
+    listing = json.loads(agserve("models", "list", "--json", repository=repository).stdout)
+    assert [(r["name"], r["version"], r["active"]) for r in listing] == [("churn", "1", True), ("churn", "b", False)]
+    assert listing[0]["problem_type"] == "binary"
+    manifest = json.loads((repository / "churn" / "1" / "manifest.json").read_text())
+    assert manifest["reference"]["scores"] and manifest["reference"]["feature_importance"]
+    table = agserve("models", "list", repository=repository).stdout.splitlines()
+    assert table[0].split() == ["NAME", "VERSION", "ACTIVE", "PROBLEM", "METRIC", "AUTOGLUON", "IMPORTED"]
+    assert table[1].split()[:3] == ["churn", "1", "*"]
+
+
+def test_import_of_a_non_predictor_fails_with_a_message(tmp_path):
+    (tmp_path / "junk").mkdir()
+    result = agserve("models", "import", str(tmp_path / "junk"), "--name", "junk", repository=tmp_path / "models")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"agserve: {tmp_path / 'junk'} is not a saved AutoGluon TabularPredictor (no predictor.pkl)"
+
+
+def test_list_of_an_empty_repository(tmp_path):
+    result = agserve("models", "list", repository=tmp_path / "nothing")
+    assert result.returncode == 0 and "no models in" in result.stdout

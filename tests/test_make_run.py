@@ -1,0 +1,46 @@
+"""`make run` sets up, trains and imports the demo model, serves it, and prints a curl command that works."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ROOT, free_port, server_env, wait_until
+
+pytestmark = pytest.mark.server
+
+
+def test_make_run_serves_the_demo_and_its_curl_command_works(tmp_path):
+    venv = Path(sys.prefix)
+    assert list(venv.glob(".installed-*")), "run the suite through `make test`, which installs the venv make uses"
+    port = free_port()
+    env = server_env(AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_MODEL_REPOSITORY=str(tmp_path / "models"))
+    env.pop("AGSERVE_ENV")
+    output = tmp_path / "make-run.log"
+    with open(output, "wb") as log:
+        process = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={venv}"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(f"http://127.0.0.1:{port}/health/ready", 180, process)
+        text = output.read_text()
+        command = re.search(r"^\s*(curl .*)$", text, flags=re.MULTILINE).group(1)
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
+        body = json.loads(result.stdout)
+        assert body["model_info"]["name"] == "iris"
+        assert body["predictions"][0] in {"setosa", "versicolor", "virginica"}
+        assert sum(body["probabilities"][0].values()) == pytest.approx(1.0)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert (tmp_path / "models" / "iris" / "1" / "manifest.json").is_file()
