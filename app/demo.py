@@ -19,7 +19,7 @@ def demo_data() -> pd.DataFrame:
 
 
 def train_demo(workdir: Path) -> tuple[Path, pd.DataFrame]:
-    """Train a small LightGBM predictor; return its directory and the held-out rows for the manifest."""
+    """Train a small random forest (clear probabilities on 120 rows); return its directory and the held-out rows for the manifest."""
     from autogluon.tabular import TabularPredictor
 
     frame = demo_data().sample(frac=1.0, random_state=0).reset_index(drop=True)
@@ -27,5 +27,5 @@ def train_demo(workdir: Path) -> tuple[Path, pd.DataFrame]:
     train = frame.drop(index=holdout.index)
     path = workdir / "iris-predictor"
     TabularPredictor(label=LABEL, path=str(path), verbosity=1).fit(
-        train, hyperparameters={"GBM": {}}, num_cpus=1, fit_weighted_ensemble=False)
+        train, hyperparameters={"RF": {"n_estimators": 100}}, num_cpus=1, fit_weighted_ensemble=False)
     return path, holdout.reset_index(drop=True)
