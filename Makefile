@@ -9,7 +9,7 @@ export AGSERVE_BIND ?= 127.0.0.1:8000
 .PHONY: install demo run test clean help
 
 help:
-	@echo "make run    set up, train+import the iris demo model, serve it on $(AGSERVE_BIND)"
+	@echo "make run    set up, train+import the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make clean  remove the virtual environment and caches"
 
@@ -25,7 +25,7 @@ $(STAMP):
 install: $(STAMP)
 
 demo: install
-	$(BIN)/agserve models demo --bind $(AGSERVE_BIND)
+	$(BIN)/agserve demo --bind $(AGSERVE_BIND)
 
 run: demo
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app

@@ -6,11 +6,13 @@ persists and warms up its own copy of every served model before it accepts a req
 import os
 import sys
 
+from app.auth import check_startup
 from app.config import ConfigError, load_settings, math_threads
 from app.threads import export_thread_limits
 
 try:
     _settings = load_settings()
+    check_startup(_settings)
 except ConfigError as exc:  # one clear line, and the master never starts
     sys.stderr.write(f"agserve: configuration error: {exc}\n")
     sys.exit(2)

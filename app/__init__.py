@@ -13,13 +13,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, logging, errors, blueprints, commands, then the served models."""
     from app.config import load_settings
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config.update(load_settings(overrides=config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.debug = app.config["DEBUG"]
     app.json.sort_keys = False
 
     configure_logging(app)
     register_error_handlers(app)
+    register_auth(app)
     register_blueprints(app)
     register_commands(app)
     register_models(app)
@@ -36,10 +38,19 @@ def register_error_handlers(app: Flask) -> None:
     errors.register_error_handlers(app)
 
 
+def register_auth(app: Flask) -> None:
+    from app import auth
+    auth.check_startup(app.config)
+    auth.init_app(app)
+
+
 def register_blueprints(app: Flask) -> None:
     from app.api import admin, health, models, prediction
+    from app.auth import undeclared_routes
     for module in (health, prediction, models, admin):
         app.register_blueprint(module.bp)
+    if undeclared_routes(app):  # deny by default: a route must say who may call it
+        raise RuntimeError(f"routes without @public or @require_scope: {', '.join(undeclared_routes(app))}")
 
 
 def register_commands(app: Flask) -> None:

@@ -1,21 +1,25 @@
-"""The agserve command: `agserve models import|list|demo` (Flask click groups)."""
+"""The agserve command: models, keys, token and demo (Flask click groups)."""
 from __future__ import annotations
 
+import getpass
 import json
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, ScriptInfo
+from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
 models_cli = AppGroup("models", help="Manage the model repository.")
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(models_cli)
+    for group in (models_cli, keys_cli, token_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(demo_command)
 
 
 def _repository():
@@ -77,10 +81,89 @@ def list_command(as_json: bool) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-@models_cli.command("demo")
+keys_cli = AppGroup("keys", help="Manage API keys.")
+token_cli = AppGroup("token", help="Issue JWTs (needs AGSERVE_JWT_SECRET or an HS256 key).")
+
+
+def _keystore():
+    return current_app.extensions["agserve.keys"]
+
+
+def _cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _scopes(text: str) -> list[str]:
+    from app.auth import SCOPES
+
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        raise click.BadParameter(f"scopes are a comma-separated list of {', '.join(SCOPES)}")
+    return scopes
+
+
+def _duration(text: str | None) -> int | None:
+    from app.auth.keys import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@keys_cli.command("create")
+@click.option("--owner", required=True, help="Who the key is for.")
+@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin.")
+@click.option("--expires", default=None, help="Lifetime such as 30d or 12h (default: no expiry).")
+def keys_create(owner: str, scopes: str, expires: str | None) -> None:
+    """Create an API key and print it (it is shown only this once)."""
+    lifetime = _duration(expires)
+    key, record = _keystore().create(owner, _scopes(scopes), time.time() + lifetime if lifetime else None)
+    _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": owner, "scopes": list(record.scopes)})
+    click.echo(f"created key {record.id} for {owner} with scopes {','.join(record.scopes)}")
+    click.echo(key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    records = [r.public() for r in _keystore().list()]
+    click.echo(json.dumps(records, indent=2))
+
+
+@keys_cli.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key; every worker refuses it from the next request on."""
+    record = _keystore().revoke(key_id)
+    if record is None:
+        _fail(f"no API key {key_id!r}")
+    _keystore().audit(_cli_actor(), "key.revoke", key_id, "cli")
+    click.echo(f"revoked {key_id}")
+
+
+@token_cli.command("issue")
+@click.option("--sub", required=True, help="Subject (who the token is for).")
+@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin.")
+@click.option("--ttl", default="15m", show_default=True, help="Lifetime (capped by AGSERVE_JWT_MAX_TTL).")
+def token_issue(sub: str, scopes: str, ttl: str) -> None:
+    """Issue a signed HS256 JWT and print it."""
+    try:
+        token, _ = current_app.extensions["agserve.tokens"].issue(sub, _scopes(scopes), _duration(ttl))
+    except LookupError:
+        _fail("token issuing needs AGSERVE_JWT_SECRET (or an HS256 key in AGSERVE_JWT_JWKS_FILE)")
+    _keystore().audit(_cli_actor(), "token.issue", sub, "cli", {"scopes": _scopes(scopes)})
+    click.echo(token)
+
+
+@click.command("demo")
 @click.option("--bind", default="127.0.0.1:8000", help="Address used in the printed curl command.")
+@with_appcontext
 def demo_command(bind: str) -> None:
-    """Train and import the iris demo model unless the repository already has it; print a curl command."""
+    """First-run set-up: train and import the iris demo model, create an admin key if none exists, print a curl."""
     from app.demo import DEMO_NAME, train_demo
 
     repository = _repository()
@@ -90,11 +173,19 @@ def demo_command(bind: str) -> None:
             predictor_dir, holdout = train_demo(Path(workdir))
             imported = repository.import_predictor(predictor_dir, DEMO_NAME, reference=holdout)
         click.echo(f"imported {imported.name} version {imported.version}")
+    key = "$AGSERVE_KEY"
+    if _keystore().active_count() == 0:
+        key, record = _keystore().create("make-run", ["admin", "model_info", "predict"])
+        _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": "make-run", "first_run": True})
+        click.echo(f"created the first API key (scopes admin, model_info, predict); it is shown only now:\n  {key}")
+    else:
+        click.echo("API keys exist already: set AGSERVE_KEY to one of yours (or: agserve keys create ...)")
     sample = repository.get(DEMO_NAME).manifest()["reference"]["sample_row"]
     body = json.dumps({"data": [sample]})
     host = bind.replace("0.0.0.0", "127.0.0.1")
     click.echo("when the server is ready, try:")
-    click.echo(f"  curl -s http://{host}/predict -H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    click.echo(f"  curl -s http://{host}/predict -H \"X-API-Key: {key}\" -H 'Content-Type: application/json' "
+               f"-d {shlex.quote(body)}")
 
 
 def _cli_app() -> Flask:
@@ -107,7 +198,8 @@ def cli() -> None:
     """agserve: serve AutoGluon tabular models (settings: AGSERVE_* variables, see README)."""
 
 
-cli.add_command(models_cli)
+for command in (models_cli, keys_cli, token_cli, demo_command):
+    cli.add_command(command)
 
 
 def main() -> None:

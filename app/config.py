@@ -96,6 +96,15 @@ def _model_name_or_empty(value: Any) -> str:
     return text
 
 
+def _algorithms(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    algorithms = tuple(item.strip() for item in items if str(item).strip())
+    allowed = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
+    if not algorithms or any(a not in allowed for a in algorithms):
+        raise ValueError(f"must be a comma-separated list of {', '.join(allowed)}")
+    return algorithms
+
+
 def _bind(value: Any) -> str:
     text = _text(value)
     if text.startswith("unix:"):
@@ -135,6 +144,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
+    # Authentication
+    Setting("AUTH_DB", "var/agserve.sqlite3", _text, "SQLite file holding API keys (hashed) and the audit log; shared by all workers."),
+    Setting("KEY_PEPPER", "", _text, "Server secret mixed into API-key hashes (HMAC-SHA256); empty uses plain SHA-256. Changing it invalidates every key."),
+    Setting("JWT_ALGORITHMS", ("HS256",), _algorithms, "JWT algorithms accepted (the token's own `alg` is never trusted beyond this list and its key's algorithm)."),
+    Setting("JWT_SECRET", "", _text, "HS256 secret (at least 32 bytes) for tokens without a `kid`; also lets the server issue tokens."),
+    Setting("JWT_JWKS_FILE", "", _text, "JSON Web Key Set of verification keys, each with `kid` and `alg` (public keys for RS/ES: the server cannot mint those)."),
+    Setting("JWT_AUDIENCE", "agserve", _text, "Required `aud` claim."),
+    Setting("JWT_ISSUER", "agserve", _text, "Required `iss` claim."),
+    Setting("JWT_LEEWAY", 30, _non_negative_int, "Seconds of clock skew allowed on `exp`, `nbf` and `iat`."),
+    Setting("JWT_MAX_TTL", 3600, _positive_int, "Longest lifetime, in seconds, of a token issued by the server."),
+    Setting("DEBUG", False, _boolean, "Flask debug mode; refused in production."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),

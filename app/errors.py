@@ -15,11 +15,13 @@ log = logging.getLogger("agserve.errors")
 class ApiError(Exception):
     """An HTTP-level refusal raised by views (bad body, wrong content type, too many rows)."""
 
-    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None):
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
 
 
 def error_response(status: int, message: str, details: dict[str, Any] | None = None):
@@ -36,7 +38,9 @@ def register_error_handlers(app: Flask) -> None:
 
 def _api_error(exc: ApiError):
     log.info("request refused: %s", exc.message, extra={"status": exc.status})
-    return error_response(exc.status, exc.message, exc.details)
+    response, status = error_response(exc.status, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response, status
 
 
 def _model_error(exc: ModelError):

@@ -147,3 +147,40 @@ def json_schema(schema: Schema) -> dict[str, Any]:
 
 def _identifier(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("-", "_").replace(".", "_").split("_")) or "Model"
+
+
+class StrictSchema(Schema):
+    """Request bodies refuse keys they do not know."""
+
+    class Meta:
+        unknown = RAISE
+
+
+def _duration(value: str) -> None:
+    from app.auth.keys import parse_duration
+
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+SCOPE_CHOICES = ("predict", "model_info", "admin")
+
+
+class KeyRequest(StrictSchema):
+    """POST /admin/keys"""
+
+    owner = StrippedString(required=True, validate=validate.Length(min=1, max=200))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
+                         validate=validate.Length(min=1))
+    expires_in = fields.String(load_default=None, validate=_duration, metadata={"example": "30d"})
+
+
+class TokenRequest(StrictSchema):
+    """POST /admin/tokens"""
+
+    sub = StrippedString(required=True, validate=validate.Length(min=1, max=200))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
+                         validate=validate.Length(min=1))
+    ttl = fields.String(load_default="15m", validate=_duration)

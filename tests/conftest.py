@@ -65,16 +65,33 @@ def in_process(repository_path):
     return {name: TabularPredictor.load(str(repository.get(name).predictor_path), verbosity=0) for name in PROBLEMS}
 
 
-@pytest.fixture(scope="session")
-def app(repository_path):
+ALL_SCOPES = ("predict", "model_info", "admin")
+
+
+def build_app(auth_db: Path, **overrides):
+    """An app for tests: testing settings, its own key database, then the test's overrides."""
     from app import create_app
 
-    return create_app({"ENV": "testing", "MODEL_REPOSITORY": str(repository_path), "DEFAULT_MODEL": "binary"})
+    return create_app({"ENV": "testing", "AUTH_DB": str(auth_db), **overrides})
+
+
+def client_with_key(app, scopes=ALL_SCOPES):
+    """A test client that sends a fresh API key with the given scopes on every request."""
+    key, _ = app.extensions["agserve.keys"].create("tests", scopes)
+    client = app.test_client()
+    client.environ_base["HTTP_X_API_KEY"] = key
+    return client
+
+
+@pytest.fixture(scope="session")
+def app(repository_path, tmp_path_factory):
+    return build_app(tmp_path_factory.mktemp("auth") / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path),
+                     DEFAULT_MODEL="binary")
 
 
 @pytest.fixture()
 def client(app):
-    return app.test_client()
+    return client_with_key(app)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -44,13 +46,31 @@ def wait_until(url: str, timeout: float, process: subprocess.Popen | None = None
     raise TimeoutError(f"{url} did not answer {status} within {timeout}s (last: {last and last.status_code})")
 
 
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen
+    key: str  # an API key with every scope
+    auth_db: Path
+
+    def session(self) -> requests.Session:
+        """A requests session that sends the all-scopes key."""
+        session = requests.Session()
+        session.headers["X-API-Key"] = self.key
+        return session
+
+
 @contextlib.contextmanager
 def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait_ready: bool = True,
-             log_path: Path | None = None, **settings: str):
-    """Yield (base_url, process) of gunicorn -c gunicorn.conf.py wsgi:app; stop it afterwards."""
+             log_path: Path | None = None, auth_db: Path | None = None, **settings: str):
+    """Yield a Server running gunicorn -c gunicorn.conf.py wsgi:app; stop it afterwards."""
+    from app.auth.keys import KeyStore
+
     port = free_port()
+    auth_db = auth_db or Path(tempfile.mkdtemp(prefix="agserve-auth-")) / "auth.sqlite3"
+    key, _ = KeyStore(auth_db).create("tests", ["predict", "model_info", "admin"])
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_BIND=f"127.0.0.1:{port}",
-                     WEB_CONCURRENCY=str(workers), **settings)
+                     AGSERVE_AUTH_DB=str(auth_db), WEB_CONCURRENCY=str(workers), **settings)
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -58,7 +78,7 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
     try:
         if wait_ready:
             wait_until(f"{base}/health/ready", ready_timeout, process)
-        yield base, process
+        yield Server(base, process, key, auth_db)
     finally:
         stop(process)
         if log_path:

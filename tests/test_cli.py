@@ -10,7 +10,7 @@ from tests.servers import BIN, ROOT, server_env
 
 
 def agserve(*args: str, repository) -> subprocess.CompletedProcess:
-    env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository))
+    env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(repository.parent / "auth.db"))
     return subprocess.run([str(BIN / "agserve"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
 

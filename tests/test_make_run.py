@@ -21,7 +21,8 @@ def test_make_run_serves_the_demo_and_its_curl_command_works(tmp_path):
     venv = Path(sys.prefix)
     assert list(venv.glob(".installed-*")), "run the suite through `make test`, which installs the venv make uses"
     port = free_port()
-    env = server_env(AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_MODEL_REPOSITORY=str(tmp_path / "models"))
+    env = server_env(AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_MODEL_REPOSITORY=str(tmp_path / "models"),
+                     AGSERVE_AUTH_DB=str(tmp_path / "var" / "agserve.sqlite3"))
     env.pop("AGSERVE_ENV")
     output = tmp_path / "make-run.log"
     with open(output, "wb") as log:
@@ -32,6 +33,7 @@ def test_make_run_serves_the_demo_and_its_curl_command_works(tmp_path):
         text = output.read_text()
         command = re.search(r"^\s*(curl .*)$", text, flags=re.MULTILINE).group(1)
         result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
+        assert "X-API-Key: agk_" in command, "the first run prints a working key"
         body = json.loads(result.stdout)
         assert body["model_info"]["name"] == "iris"
         assert body["predictions"][0] in {"setosa", "versicolor", "virginica"}

@@ -1,4 +1,67 @@
-"""Administration under /admin (key management, model lifecycle); filled by later work."""
-from flask import Blueprint
+"""Administration under /admin, all with the admin scope: API keys, short-lived tokens, the audit log."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify, request
+
+from app.api import load_body
+from app.auth import audit, keystore, require_scope, tokens
+from app.auth.keys import parse_duration
+from app.errors import ApiError
+from app.schemas import KeyRequest, TokenRequest
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.post("/keys")
+@require_scope("admin")
+def create_key():
+    """Create an API key; the secret is in this answer only."""
+    body = load_body(KeyRequest())
+    expires_at = time.time() + parse_duration(body["expires_in"]) if body["expires_in"] else None
+    key, record = keystore().create(body["owner"], body["scopes"], expires_at)
+    audit("key.create", record.id, owner=record.owner, scopes=list(record.scopes), expires_at=expires_at)
+    return jsonify({**record.public(), "key": key}), 201
+
+
+@bp.get("/keys")
+@require_scope("admin")
+def list_keys():
+    """List API keys (never their secrets)."""
+    return jsonify({"keys": [record.public() for record in keystore().list()]})
+
+
+@bp.delete("/keys/<key_id>")
+@require_scope("admin")
+def revoke_key(key_id: str):
+    """Revoke an API key; every worker refuses it from the next request on."""
+    record = keystore().revoke(key_id)
+    if record is None:
+        raise ApiError(404, f"no API key {key_id!r}")
+    audit("key.revoke", key_id)
+    return jsonify(record.public())
+
+
+@bp.post("/tokens")
+@require_scope("admin")
+def issue_token():
+    """Issue a short-lived HS256 JWT (only when an HS256 secret is configured)."""
+    body = load_body(TokenRequest())
+    try:
+        token, expires = tokens().issue(body["sub"], body["scopes"], parse_duration(body["ttl"]))
+    except LookupError:
+        raise ApiError(404, "token issuing is off: no HS256 secret is configured") from None
+    audit("token.issue", body["sub"], scopes=body["scopes"], expires_at=expires)
+    return jsonify({"token": token, "token_type": "Bearer", "expires_at": expires}), 201
+
+
+@bp.get("/audit")
+@require_scope("admin")
+def audit_log():
+    """The newest admin actions first (?limit=, at most 1000)."""
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
+    except ValueError:
+        raise ApiError(422, "limit must be an integer", {"limit": ["Not a valid integer."]}) from None
+    return jsonify({"entries": keystore().audit_log(limit)})

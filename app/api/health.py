@@ -6,11 +6,13 @@ import os
 from flask import Blueprint, current_app, jsonify
 
 from app.api import served_models
+from app.auth import public
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@public
 def health():
     """Seed-compatible health: status, model_loaded and the default model's info; 503 until ready."""
     registry = served_models()
@@ -25,12 +27,14 @@ def health():
 
 
 @bp.get("/health/live")
+@public
 def live():
     """Liveness: the process answers (does not depend on the models)."""
     return jsonify({"status": "alive"})
 
 
 @bp.get("/health/ready")
+@public
 def ready():
     """Readiness: every served model is loaded and warmed up in this worker."""
     registry = served_models()

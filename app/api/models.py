@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from app.api import served_models
+from app.auth import require_scope
 from app.inference.served import ServedModel
 from app.schemas import json_schema
 
@@ -13,6 +14,7 @@ bp = Blueprint("models", __name__)
 
 
 @bp.get("/models")
+@require_scope("model_info")
 def list_models():
     """The served models with their versions and states; which one is the default."""
     registry = served_models()
@@ -20,18 +22,21 @@ def list_models():
 
 
 @bp.get("/model/info")
+@require_scope("model_info")
 def default_model_info():
     """Metadata of the default model (the seed's /model/info)."""
     return jsonify(describe(served_models().get(None)))
 
 
 @bp.get("/models/<name>")
+@require_scope("model_info")
 def model_info(name: str):
     """Metadata of a served model: problem, features, validation scores, stored feature importance."""
     return jsonify(describe(served_models().get(name)))
 
 
 @bp.get("/models/<name>/schema")
+@require_scope("model_info")
 def model_schema(name: str):
     """The JSON Schema a row must satisfy, generated from the model's marshmallow schema."""
     model = served_models().get(name)

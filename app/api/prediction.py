@@ -1,25 +1,27 @@
 """Predictions: POST /predict (the seed's contract, default model) and POST /models/<name>/predict."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify
 
-from app.api import served_models
+from app.api import read_json, served_models
+from app.auth import require_scope
 from app.errors import ApiError
 
 bp = Blueprint("prediction", __name__)
 
 
 @bp.post("/predict")
+@require_scope("predict")
 def predict_default():
     """Predict rows with the default model: {"data": [{feature: value, ...}, ...]}."""
     return _predict(None)
 
 
 @bp.post("/models/<name>/predict")
+@require_scope("predict")
 def predict_named(name: str):
     """Predict rows with the named model."""
     return _predict(name)
@@ -42,14 +44,7 @@ def _predict(name: str | None):
 
 def read_rows(max_rows: int) -> list[Any]:
     """The rows of a JSON body {"data": [...]}, refusing bad bodies before any row is validated."""
-    if request.mimetype != "application/json":
-        raise ApiError(415, "Content-Type must be application/json",
-                       {"content_type": request.mimetype or None, "accepted": ["application/json"]})
-    body = request.get_data(cache=False)
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting is not
-        raise ApiError(400, "request body is not valid UTF-8 JSON", {"reason": type(exc).__name__}) from None
+    document = read_json()
     if not isinstance(document, dict) or "data" not in document:
         raise ApiError(422, 'request body must be a JSON object with a "data" list of rows',
                        {"data": ["Missing data for required field."]})

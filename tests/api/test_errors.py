@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from app import create_app
+from tests.conftest import build_app, client_with_key
 from tests.data import FEATURES, to_records
 
 SHAPE = {"error", "details", "request_id"}
@@ -92,20 +92,21 @@ def test_rows_that_are_not_objects_are_422(client, good_row):
 
 
 @pytest.fixture(scope="module")
-def small_limits_app(repository_path):
-    return create_app({"MODEL_REPOSITORY": str(repository_path), "MODELS": "binary",
-                       "MAX_ROWS": 5, "MAX_BODY_BYTES": 4096})
+def small_limits(repository_path, tmp_path_factory):
+    app = build_app(tmp_path_factory.mktemp("auth") / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path),
+                    MODELS="binary", MAX_ROWS=5, MAX_BODY_BYTES=4096)
+    return client_with_key(app)
 
 
-def test_too_many_rows_is_413(small_limits_app, good_row):
-    body = check_error(small_limits_app.test_client().post("/predict", json={"data": [good_row] * 6}), 413)
+def test_too_many_rows_is_413(small_limits, good_row):
+    body = check_error(small_limits.post("/predict", json={"data": [good_row] * 6}), 413)
     assert body["details"] == {"rows": 6, "max_rows": 5}
-    assert small_limits_app.test_client().post("/predict", json={"data": [good_row] * 5}).status_code == 200
+    assert small_limits.post("/predict", json={"data": [good_row] * 5}).status_code == 200
 
 
-def test_body_over_the_size_limit_is_413(small_limits_app, good_row):
+def test_body_over_the_size_limit_is_413(small_limits, good_row):
     padded = dict(good_row, note="x" * 5000)
-    check_error(small_limits_app.test_client().post("/predict", json={"data": [padded]}), 413)
+    check_error(small_limits.post("/predict", json={"data": [padded]}), 413)
 
 
 def test_unknown_model_is_404(client, good_row):
@@ -126,8 +127,7 @@ def test_model_not_ready_is_503(tmp_path, repository_path, good_row):
     shutil.copytree(repository_path, broken)
     with open(broken / "binary" / "1" / "predictor" / "learner.pkl", "ab") as handle:
         handle.write(b"tampered")
-    app = create_app({"MODEL_REPOSITORY": str(broken), "MODELS": "binary"})
-    client = app.test_client()
+    client = client_with_key(build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(broken), MODELS="binary"))
 
     body = check_error(client.post("/predict", json={"data": [good_row]}), 503)
     assert body["details"]["status"] == "failed"
@@ -162,14 +162,14 @@ def test_hostile_request_ids_are_replaced(client, hostile):
     assert response.headers["X-Request-ID"] != hostile and len(response.headers["X-Request-ID"]) == 32
 
 
-def test_unknown_fields_and_missing_features_can_be_allowed(repository_path, in_process, dataset):
+def test_unknown_fields_and_missing_features_can_be_allowed(repository_path, in_process, dataset, tmp_path):
     _, test = dataset
     frame = test[FEATURES].head(2)
     rows = to_records(frame)
     rows[0]["unused"] = "ignored"
     del rows[1]["color"]
-    lenient = create_app({"MODEL_REPOSITORY": str(repository_path), "MODELS": "binary",
-                          "UNKNOWN_FIELDS": "exclude", "MISSING_FEATURES": "null"}).test_client()
+    lenient = client_with_key(build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path),
+                                        MODELS="binary", UNKNOWN_FIELDS="exclude", MISSING_FEATURES="null"))
     response = lenient.post("/predict", json={"data": rows})
     expected = frame.copy()
     expected.loc[expected.index[1], "color"] = None
@@ -183,7 +183,7 @@ def test_owner_bounds_from_schema_json_are_enforced(tmp_path, repository_path, g
     (bounded / "binary" / "1" / "schema.json").write_text(json.dumps(
         {"features": {"num": {"minimum": -5, "maximum": 5}, "color": {"enum": ["red", "green", "blue", "black"]},
                       "note": {"max_length": 100}}}))
-    client = create_app({"MODEL_REPOSITORY": str(bounded), "MODELS": "binary"}).test_client()
+    client = client_with_key(build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(bounded), MODELS="binary"))
     rows = [dict(good_row, num=6), dict(good_row, color="purple"), dict(good_row, note="x" * 101), good_row]
     body = check_error(client.post("/predict", json={"data": rows}), 422)
     assert set(body["details"]["rows"]) == {"0", "1", "2"}
@@ -197,6 +197,6 @@ def test_bounds_naming_an_unknown_feature_keep_the_model_out(tmp_path, repositor
     bounded = tmp_path / "repository"
     shutil.copytree(repository_path, bounded)
     (bounded / "binary" / "1" / "schema.json").write_text(json.dumps({"features": {"ghost": {"minimum": 0}}}))
-    client = create_app({"MODEL_REPOSITORY": str(bounded), "MODELS": "binary"}).test_client()
+    client = client_with_key(build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(bounded), MODELS="binary"))
     ready = client.get("/health/ready")
     assert ready.status_code == 503 and "ghost" in ready.get_json()["reason"]

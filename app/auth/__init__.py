@@ -1,0 +1,131 @@
+"""Who may call what: API keys (X-API-Key) or JWTs (Authorization: Bearer), and scopes per route.
+
+Every view is decorated with require_scope(...) or public; a view with neither is refused (deny by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Callable, Mapping
+
+from flask import Flask, current_app, g, request
+
+from app.auth.keys import KeyStore
+from app.auth.tokens import TokenService, scopes_of
+from app.config import ConfigError
+from app.errors import ApiError
+
+SCOPES = ("predict", "model_info", "admin")
+ACCESS = "_agserve_access"  # attribute naming a view's access rule: "public" or a scope
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: an API key (id) or a JWT subject, with its scopes."""
+
+    kind: str
+    id: str
+    scopes: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def public(view: Callable) -> Callable:
+    """Mark a view as open to everyone (health checks)."""
+    setattr(view, ACCESS, "public")
+    return view
+
+
+def require_scope(scope: str) -> Callable[[Callable], Callable]:
+    """Refuse the view unless the caller authenticates (401) and holds scope (403)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            principal = authenticate()
+            if scope not in principal.scopes:
+                raise ApiError(403, f"this credential lacks the {scope!r} scope", {"required_scope": scope})
+            return view(*args, **kwargs)
+
+        setattr(guarded, ACCESS, scope)
+        return guarded
+    return decorate
+
+
+def authenticate() -> Principal:
+    """The caller of this request, or ApiError(401); the body never says why a credential failed."""
+    key = request.headers.get("X-API-Key")
+    authorization = request.headers.get("Authorization")
+    if key is None and authorization is None:
+        raise _unauthorized("authentication required: send X-API-Key or Authorization: Bearer <token>")
+    principal = None
+    if key is not None and authorization is None:
+        record = keystore().verify(key.strip())
+        if record is not None:
+            principal = Principal("key", record.id, frozenset(record.scopes))
+    elif authorization is not None and key is None:
+        scheme, _, token = authorization.partition(" ")
+        claims = tokens().verify(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if claims is not None:
+            principal = Principal("jwt", str(claims["sub"]), scopes_of(claims))
+    if principal is None:
+        raise _unauthorized("invalid credentials")
+    g.principal = principal
+    return principal
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="agserve"'})
+
+
+def keystore() -> KeyStore:
+    return current_app.extensions["agserve.keys"]
+
+
+def tokens() -> TokenService:
+    return current_app.extensions["agserve.tokens"]
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["agserve.keys"] = KeyStore(app.config["AUTH_DB"], app.config["KEY_PEPPER"])
+    app.extensions["agserve.tokens"] = TokenService.from_settings(app.config)
+    app.before_request(_deny_undeclared_views)
+
+
+def _deny_undeclared_views() -> None:
+    # A route whose view forgot its decorator is closed, not open.
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if view is not None and not hasattr(view, ACCESS):
+        raise ApiError(403, "this route declares no access rule and is closed")
+
+
+def undeclared_routes(app: Flask) -> list[str]:
+    """Rules whose view has neither @public nor @require_scope."""
+    return sorted(rule.rule for rule in app.url_map.iter_rules()
+                  if not hasattr(app.view_functions[rule.endpoint], ACCESS))
+
+
+def check_startup(settings: Mapping[str, Any]) -> None:
+    """Refuse unsafe set-ups with one line: production needs auth and no debug; JWT keys must be sound."""
+    service = TokenService.from_settings(settings)
+    if settings["ENV"] != "production":
+        return
+    if settings["DEBUG"]:
+        raise ConfigError("AGSERVE_DEBUG must be off in production")
+    if not service.configured and KeyStore(settings["AUTH_DB"], settings["KEY_PEPPER"]).active_count() == 0:
+        raise ConfigError("production needs authentication: create an API key (agserve keys create) "
+                          "or set AGSERVE_JWT_SECRET or AGSERVE_JWT_JWKS_FILE")
+
+
+def request_source() -> str:
+    return request.remote_addr or "unknown"
+
+
+def audit(action: str, target: str | None = None, **detail: Any) -> None:
+    """Record an admin action: who (the principal), what, when, from where."""
+    principal: Principal | None = g.get("principal")
+    keystore().audit(principal.name if principal else "anonymous", action, target, request_source(), detail)

@@ -1,0 +1,151 @@
+"""API keys and the audit log in SQLite: one file shared by every worker on a machine.
+
+Keys look like agk_<id>_<secret>; only an HMAC-SHA256 of the whole key is stored (keyed by the server pepper,
+plain SHA-256 without one). Every check reads the database, so a revocation holds on every worker at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+KEY_PATTERN = re.compile(r"agk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+LAST_USED_EVERY = 60.0  # seconds between last-used writes for one key, so reads stay cheap
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, hash TEXT NOT NULL, owner TEXT NOT NULL, scopes TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL, last_used_at REAL, revoked_at REAL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT, source TEXT, detail TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    owner: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    revoked_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def public(self) -> dict[str, Any]:
+        """Everything about the key except its secret (which is not stored anyway)."""
+        return {"id": self.id, "owner": self.owner, "scopes": list(self.scopes), "created_at": _iso(self.created_at),
+                "expires_at": _iso(self.expires_at), "last_used_at": _iso(self.last_used_at),
+                "revoked_at": _iso(self.revoked_at)}
+
+
+class KeyStore:
+    def __init__(self, path: str | os.PathLike, pepper: str = ""):
+        self.path = Path(path)
+        self._pepper = pepper.encode()
+        self._local = threading.local()
+        self._last_used: dict[str, float] = {}
+
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread and per process (a connection must not cross a fork).
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self._local.pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.executescript(SCHEMA)
+            self._local.connection, self._local.pid = connection, os.getpid()
+        return connection
+
+    def _hash(self, key: str) -> str:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest() if self._pepper \
+            else hashlib.sha256(key.encode()).hexdigest()
+
+    def create(self, owner: str, scopes: Iterable[str], expires_at: float | None = None) -> tuple[str, ApiKey]:
+        """A new key: the secret is returned once and never stored."""
+        key_id = secrets.token_hex(6)
+        key = f"agk_{key_id}_{secrets.token_urlsafe(32)}"
+        now = time.time()
+        scopes = tuple(sorted(set(scopes)))
+        self._db().execute("INSERT INTO api_keys (id, hash, owner, scopes, created_at, expires_at) VALUES (?,?,?,?,?,?)",
+                           (key_id, self._hash(key), owner, " ".join(scopes), now, expires_at))
+        return key, ApiKey(key_id, owner, scopes, now, expires_at, None, None)
+
+    def verify(self, key: str) -> ApiKey | None:
+        """The key's record if the key is known, unrevoked and unexpired; None otherwise (no hint which)."""
+        match = KEY_PATTERN.fullmatch(key)
+        row = self._db().execute("SELECT * FROM api_keys WHERE id = ?", (match.group(1),)).fetchone() if match else None
+        stored = row[1] if row else "0" * 64
+        # Compare even when nothing matched, so timing does not tell unknown ids from wrong secrets.
+        if not hmac.compare_digest(self._hash(key), stored) or row is None:
+            return None
+        record = _record(row)
+        now = time.time()
+        if not record.active(now):
+            return None
+        if now - self._last_used.get(record.id, 0) > LAST_USED_EVERY:
+            self._last_used[record.id] = now
+            self._db().execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, record.id))
+        return record
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        self._db().execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                           (time.time(), key_id))
+        return self.get(key_id)
+
+    def get(self, key_id: str) -> ApiKey | None:
+        row = self._db().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _record(row) if row else None
+
+    def list(self) -> list[ApiKey]:
+        return [_record(row) for row in self._db().execute("SELECT * FROM api_keys ORDER BY created_at")]
+
+    def active_count(self) -> int:
+        now = time.time()
+        return sum(1 for key in self.list() if key.active(now))
+
+    def audit(self, actor: str, action: str, target: str | None = None, source: str | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+        self._db().execute("INSERT INTO audit (at, actor, action, target, source, detail) VALUES (?,?,?,?,?,?)",
+                           (time.time(), actor, action, target, source, json.dumps(detail or {}, sort_keys=True)))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT seq, at, actor, action, target, source, detail FROM audit "
+                                  "ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [{"seq": seq, "at": _iso(at), "actor": actor, "action": action, "target": target, "source": source,
+                 "detail": json.loads(detail)} for seq, at, actor, action, target, source, detail in rows]
+
+
+def _record(row) -> ApiKey:
+    key_id, _hash, owner, scopes, created_at, expires_at, last_used_at, revoked_at = row
+    return ApiKey(key_id, owner, tuple(scopes.split()), created_at, expires_at, last_used_at, revoked_at)
+
+
+def _iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+DURATION = re.compile(r"(\d+)([smhd])")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in '90s', '15m', '12h' or '30d'; ValueError otherwise."""
+    match = DURATION.fullmatch(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 15m, 12h or 30d")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
