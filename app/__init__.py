@@ -15,7 +15,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=None)
     app.config.update(load_settings(overrides=config))
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    # Werkzeug truncates a chunked body at this limit instead of refusing it: read one byte more and check.
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"] + 1
     app.debug = app.config["DEBUG"]
     app.json.sort_keys = False
 

@@ -53,6 +53,22 @@ class Server:
     key: str  # an API key with every scope
     auth_db: Path
 
+    def worker_pids(self) -> list[int]:
+        import psutil
+        return sorted(child.pid for child in psutil.Process(self.process.pid).children())
+
+    @contextlib.contextmanager
+    def only_worker(self, pid: int):
+        """Pause every other worker (SIGSTOP) so that new connections can only reach pid."""
+        others = [p for p in self.worker_pids() if p != pid]
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for other in others:
+                os.kill(other, signal.SIGCONT)
+
     def session(self) -> requests.Session:
         """A requests session that sends the all-scopes key."""
         session = requests.Session()

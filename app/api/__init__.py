@@ -21,6 +21,9 @@ def read_json() -> Any:
         raise ApiError(415, "Content-Type must be application/json",
                        {"content_type": request.mimetype or None, "accepted": ["application/json"]})
     body = request.get_data(cache=False)
+    limit = current_app.config["MAX_BODY_BYTES"]
+    if len(body) > limit:
+        raise ApiError(413, "request body too large", {"max_bytes": limit})
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting is not

@@ -6,3 +6,9 @@ from app.inference.repository import ModelRepository, ModelVersion
 
 __all__ = ["InvalidInput", "ModelError", "ModelLoadError", "ModelNotFound", "ModelNotReady", "ModelRegistry",
            "ModelRepository", "ModelVersion", "RepositoryError"]
+
+import logging as _logging
+
+# AutoGluon logs an error on every GPU probe when torch is absent; tabular CPU models never need torch.
+_logging.getLogger("autogluon.common.utils.resource_utils").addFilter(
+    lambda record: "Failed to import torch" not in record.getMessage())

@@ -12,6 +12,7 @@ from app.inference.errors import InvalidInput
 from app.schemas import validate_rows
 
 CLASSIFICATION = ("binary", "multiclass")
+REPORTED_ROWS = 100  # invalid rows described in a 422; the rest are only counted, so errors stay small
 
 
 @dataclass
@@ -43,8 +44,11 @@ class ServedModel:
         try:
             return validate_rows(self.schema, rows)
         except ValidationError as exc:
+            invalid = sorted(exc.messages)
+            reported = {str(i): exc.messages[i] for i in invalid[:REPORTED_ROWS]}
             raise InvalidInput("input rows do not match the model's schema",
-                               {"rows": _string_keys(exc.messages)}) from None
+                               {"rows": reported, "invalid_rows": len(invalid),
+                                "reported_rows": len(reported)}) from None
 
     def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         """A DataFrame built column by column, with dtypes AutoGluon casts exactly as in training."""
@@ -85,10 +89,3 @@ class ServedModel:
         started = time.perf_counter()
         self.predict([row])
         return (time.perf_counter() - started) * 1000
-
-
-def _string_keys(messages: Any) -> Any:
-    """marshmallow keys row errors by int; JSON objects need string keys."""
-    if isinstance(messages, dict):
-        return {str(k): _string_keys(v) for k, v in messages.items()}
-    return messages

@@ -109,6 +109,14 @@ def test_body_over_the_size_limit_is_413(small_limits, good_row):
     check_error(small_limits.post("/predict", json={"data": [padded]}), 413)
 
 
+def test_a_body_of_exactly_the_limit_is_accepted(small_limits, good_row):
+    body = json.dumps({"data": [good_row]}).encode()
+    exact = body[:-1] + b" " * (4096 - len(body)) + b"}"
+    assert len(exact) == 4096
+    assert small_limits.post("/predict", data=exact, content_type="application/json").status_code == 200
+    check_error(small_limits.post("/predict", data=exact + b" ", content_type="application/json"), 413)
+
+
 def test_unknown_model_is_404(client, good_row):
     body = check_error(client.post("/models/nope/predict", json={"data": [good_row]}), 404)
     assert "nope" in body["error"]

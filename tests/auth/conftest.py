@@ -1,0 +1,64 @@
+"""An app with every kind of credential configured: API keys, an HS256 secret, and a JWKS of HS/RS/ES keys."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.conftest import build_app
+
+SECRET = "s" * 40  # AGSERVE_JWT_SECRET: tokens without kid
+HS1 = b"h" * 48  # JWKS oct key "hs1"
+LEEWAY = 10
+AUDIENCE, ISSUER = "agserve-tests", "issuer-tests"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="session")
+def signing_keys():
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    return {"rs1": rsa_key, "es1": ec_key, "other_rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+
+
+@pytest.fixture(scope="session")
+def jwks_file(tmp_path_factory, signing_keys):
+    rs_public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_keys["rs1"].public_key()))
+    es_public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(signing_keys["es1"].public_key()))
+    document = {"keys": [
+        {"kty": "oct", "kid": "hs1", "alg": "HS256", "k": b64(HS1)},
+        {**rs_public, "kid": "rs1", "alg": "RS256"},
+        {**es_public, "kid": "es1", "alg": "ES256"},
+    ]}
+    path = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture(scope="session")
+def auth_app(repository_path, tmp_path_factory, jwks_file):
+    return build_app(tmp_path_factory.mktemp("auth") / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path),
+                     MODELS="binary", JWT_SECRET=SECRET, JWT_JWKS_FILE=str(jwks_file),
+                     JWT_ALGORITHMS="HS256,RS256,ES256", JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER,
+                     JWT_LEEWAY=LEEWAY)
+
+
+def claims(**overrides):
+    now = int(time.time())
+    base = {"sub": "tester", "aud": AUDIENCE, "iss": ISSUER, "iat": now, "exp": now + 300,
+            "scope": "predict model_info admin"}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def hs_token(secret=SECRET, kid=None, **overrides) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return jwt.encode(claims(**overrides), key, algorithm="HS256", headers={"kid": kid} if kid else None)
