@@ -49,3 +49,39 @@ def test_import_of_a_non_predictor_fails_with_a_message(tmp_path):
 def test_list_of_an_empty_repository(tmp_path):
     result = agserve("models", "list", repository=tmp_path / "nothing")
     assert result.returncode == 0 and "no models in" in result.stdout
+
+
+def test_keys_and_tokens_from_the_command_line(tmp_path, repository_path):
+    from tests.conftest import build_app
+
+    secret = "c" * 40
+    env_settings = {"AGSERVE_JWT_SECRET": secret}
+
+    def run(*args):
+        env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository_path), AGSERVE_AUTH_DB=str(tmp_path / "auth.db"),
+                         **env_settings)
+        return subprocess.run([str(BIN / "agserve"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    created = run("keys", "create", "--owner", "billing", "--scopes", "predict,model_info", "--expires", "30d")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    key_id = key.split("_")[1]
+    listed = json.loads(run("keys", "list").stdout)
+    assert [(k["id"], k["owner"], k["scopes"]) for k in listed] == [(key_id, "billing", ["model_info", "predict"])]
+    assert listed[0]["expires_at"] and key not in run("keys", "list").stdout
+
+    token = run("token", "issue", "--sub", "svc", "--scopes", "model_info", "--ttl", "5m").stdout.strip()
+    app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary", JWT_SECRET=secret,
+                    LOAD_MODELS_ON_START=False)
+    client = app.test_client()
+    assert client.get("/models", headers={"X-API-Key": key}).status_code == 200
+    assert client.get("/models", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+    assert run("keys", "revoke", key_id).returncode == 0
+    assert client.get("/models", headers={"X-API-Key": key}).status_code == 401
+    assert run("keys", "revoke", "ffffffffffff").returncode == 1
+    bad = run("keys", "create", "--owner", "x", "--scopes", "root")
+    assert bad.returncode == 2 and "scopes are a comma-separated list" in bad.stderr
+    actions = [e["action"] for e in app.extensions["agserve.keys"].audit_log()]
+    assert actions == ["key.revoke", "token.issue", "key.create"]
