@@ -71,3 +71,5 @@ def register_models(app: Flask) -> None:
     if app.config["LOAD_MODELS_ON_START"]:
         registry.load_all(app.config)
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))
+        if app.config["RELOAD_INTERVAL"] > 0:
+            registry.watch(app.config, app.config["RELOAD_INTERVAL"])

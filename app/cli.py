@@ -81,6 +81,118 @@ def list_command(as_json: bool) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+def _minimums(values: tuple[str, ...]) -> dict[str, float]:
+    minimums = {}
+    for item in values:
+        metric, sep, number = item.partition("=")
+        try:
+            minimums[metric.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not metric.strip():
+            raise click.BadParameter(f"{item!r} is not METRIC=VALUE", param_hint="--min")
+    return minimums
+
+
+@models_cli.command("train")
+@click.argument("data_csv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label", required=True, help="Column to predict.")
+@click.option("--name", required=True, help="Model name; the result becomes its next version.")
+@click.option("--time-limit", type=click.IntRange(min=1), default=None, help="Seconds AutoGluon may train.")
+@click.option("--presets", default="medium_quality,optimize_for_deployment", show_default=True,
+              help="Comma-separated AutoGluon presets.")
+@click.option("--cpus", type=click.IntRange(min=1), default=None, help="Cores training may use.")
+@click.option("--memory-limit", type=click.FloatRange(min=0.1), default=None, help="GB of memory training may use.")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Share of rows kept out of training for validation and the manifest.")
+@click.option("--infer-limit-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Per-row inference budget AutoGluon must meet when choosing models (infer_limit).")
+@click.option("--hyperparameters", default=None, help="AutoGluon hyperparameters as JSON (default: installed families).")
+@click.option("--problem-type", type=click.Choice(["binary", "multiclass", "regression", "quantile"]), default=None)
+@click.option("--eval-metric", default=None, help="AutoGluon eval metric (default: AutoGluon's choice).")
+def train_command(data_csv, label, name, time_limit, presets, cpus, memory_limit, holdout, infer_limit_ms,
+                  hyperparameters, problem_type, eval_metric) -> None:
+    """Train a predictor for deployment, compress it, and register it as a new version."""
+    import pandas as pd
+
+    from app.lifecycle.training import train
+
+    try:
+        parsed = json.loads(hyperparameters) if hyperparameters else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--hyperparameters") from None
+    result = train(_repository(), pd.read_csv(data_csv), label=label, name=name, holdout=holdout,
+                   time_limit=time_limit, presets=tuple(p.strip() for p in presets.split(",") if p.strip()),
+                   cpus=cpus, memory_limit_gb=memory_limit, infer_limit_ms=infer_limit_ms, hyperparameters=parsed,
+                   problem_type=problem_type, eval_metric=eval_metric, report=click.echo)
+    version = result.version
+    click.echo(f"registered {version.name} version {version.version} (best model {result.model_best}); "
+               f"holdout scores: {json.dumps(result.scores)}")
+    click.echo(f"next: agserve models validate {version.name} {version.version} --data {version.path / 'holdout.csv'}")
+
+
+@models_cli.command("validate")
+@click.argument("name")
+@click.argument("version")
+@click.option("--data", "data_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Labelled rows to validate on (default: the holdout saved by train).")
+@click.option("--min", "minimums", multiple=True, metavar="METRIC=VALUE",
+              help="Lowest acceptable score (AutoGluon scores: higher is better, losses negative). Repeatable.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget for the median single-row latency.")
+def validate_command(name, version, data_csv, minimums, max_latency_ms) -> None:
+    """The gate: load, checksums, scores, stability and latency; writes validation.json, exits 1 on failure."""
+    import pandas as pd
+
+    from app.inference import ModelError
+    from app.lifecycle.training import HOLDOUT_FILE
+    from app.lifecycle.validation import validate
+
+    try:
+        target = _repository().get(name, version)
+    except ModelError as exc:
+        _fail(exc.message)
+    path = data_csv or target.path / HOLDOUT_FILE
+    if not Path(path).is_file():
+        _fail(f"no data to validate on: pass --data (there is no {path})")
+    report = validate(target, pd.read_csv(path), current_app.config, _minimums(minimums), max_latency_ms)
+    click.echo(report.table())
+    sys.exit(0 if report.passed else 1)
+
+
+@models_cli.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote without a passing validation (audited).")
+def promote_command(name: str, version: str, force: bool) -> None:
+    """Make VERSION the active version of NAME; servers switch to it within seconds."""
+    from app.inference import ModelError
+    from app.lifecycle.versions import promote
+
+    try:
+        result = promote(_repository(), name, version, force)
+    except ModelError as exc:
+        _fail(exc.message)
+    _keystore().audit(_cli_actor(), "model.promote", f"{name}/{version}", "cli", result)
+    click.echo(f"{name}: active version {result['active']} (was {result['previous']})"
+               + (" [forced, audited]" if force else ""))
+
+
+@models_cli.command("rollback")
+@click.argument("name")
+def rollback_command(name: str) -> None:
+    """Return NAME to the version that was active before the current one."""
+    from app.inference import ModelError
+    from app.lifecycle.versions import rollback
+
+    try:
+        result = rollback(_repository(), name)
+    except ModelError as exc:
+        _fail(exc.message)
+    _keystore().audit(_cli_actor(), "model.rollback", f"{name}/{result['active']}", "cli", result)
+    click.echo(f"{name}: active version {result['active']} (was {result['previous']})")
+
+
 keys_cli = AppGroup("keys", help="Manage API keys.")
 token_cli = AppGroup("token", help="Issue JWTs (needs AGSERVE_JWT_SECRET or an HS256 key).")
 

@@ -54,6 +54,16 @@ def _fraction(value: Any) -> float:
     return number
 
 
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of seconds") from None
+    if not 0 <= number <= 3600:
+        raise ValueError("must be between 0 and 3600 seconds")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -143,6 +153,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MISSING_FEATURES", "raise", _choice("raise", "null"), "What to do with a feature missing from a row: `raise` (422) or `null` (treat as a missing value)."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
+    Setting("RELOAD_INTERVAL", 2.0, _seconds, "Seconds between each worker's checks for a newly promoted or rolled-back version (0: never; restart to change versions)."),
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
     # Authentication
     Setting("AUTH_DB", "var/agserve.sqlite3", _text, "SQLite file holding API keys (hashed) and the audit log; shared by all workers."),

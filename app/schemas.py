@@ -184,3 +184,10 @@ class TokenRequest(StrictSchema):
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
                          validate=validate.Length(min=1))
     ttl = fields.String(load_default="15m", validate=_duration)
+
+
+class PromoteRequest(StrictSchema):
+    """POST /admin/models/<name>/promote"""
+
+    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    force = fields.Boolean(load_default=False)

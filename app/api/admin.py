@@ -1,17 +1,22 @@
-"""Administration under /admin, all with the admin scope: API keys, short-lived tokens, the audit log."""
+"""Administration under /admin, all with the admin scope: API keys, tokens, the audit log, model versions."""
 from __future__ import annotations
 
 import time
 
 from flask import Blueprint, jsonify, request
 
-from app.api import load_body
+from app.api import load_body, served_models
 from app.auth import audit, keystore, require_scope, tokens
 from app.auth.keys import parse_duration
 from app.errors import ApiError
-from app.schemas import KeyRequest, TokenRequest
+from app.lifecycle.versions import describe_versions, promote, rollback
+from app.schemas import KeyRequest, PromoteRequest, TokenRequest
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def repository():
+    return served_models().repository
 
 
 @bp.post("/keys")
@@ -65,3 +70,32 @@ def audit_log():
     except ValueError:
         raise ApiError(422, "limit must be an integer", {"limit": ["Not a valid integer."]}) from None
     return jsonify({"entries": keystore().audit_log(limit)})
+
+
+@bp.get("/models/<name>/versions")
+@require_scope("admin")
+def model_versions(name: str):
+    """Every version of a model: active, history, validation state, and what this worker serves."""
+    body = describe_versions(repository(), name)
+    slot = served_models().slots.get(name)
+    body["serving"] = slot.describe() if slot else None
+    return jsonify(body)
+
+
+@bp.post("/models/<name>/promote")
+@require_scope("admin")
+def promote_version(name: str):
+    """Make a validated version active ({"version", "force"}); workers switch within seconds."""
+    body = load_body(PromoteRequest())
+    result = promote(repository(), name, body["version"], body["force"])
+    audit("model.promote", f"{name}/{body['version']}", **result)
+    return jsonify(result)
+
+
+@bp.post("/models/<name>/rollback")
+@require_scope("admin")
+def rollback_version(name: str):
+    """Return to the version active before the current one."""
+    result = rollback(repository(), name)
+    audit("model.rollback", f"{name}/{result['active']}", **result)
+    return jsonify(result)

@@ -1,7 +1,10 @@
-"""The models this worker serves: loaded once after the fork, looked up by name on every request."""
+"""The models this worker serves: loaded after the fork, looked up by name on every request, and kept in step
+with the repository by a watcher thread that loads a newly activated version beside the old one and swaps it in.
+"""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -15,50 +18,100 @@ log = logging.getLogger("agserve.models")
 
 @dataclass
 class Slot:
-    """What a worker knows of one served model: its state, and the model once it is ready."""
+    """What a worker knows of one served model: the version serving, and the last failure to load one."""
 
     name: str
     version: str | None = None
-    status: str = "pending"  # pending → ready | failed
+    status: str = "pending"  # pending → ready | failed (failed only while nothing serves)
     error: str | None = None
     model: ServedModel | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    failed_version: str | None = None  # a version that could not load; retried only once another is activated
 
     def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "status": self.status, "error": self.error, **self.facts}
+        return {"version": self.version, "status": self.status, "error": self.error,
+                "failed_version": self.failed_version, **self.facts}
 
 
 class ModelRegistry:
     def __init__(self, repository: ModelRepository, names: tuple[str, ...] = (), default: str = ""):
         self.repository = repository
-        self.names = tuple(names) or tuple(n for n in repository.names() if repository.active_version(n))
-        self.default_name = default or (self.names[0] if self.names else "")
-        self.slots = {name: Slot(name) for name in self.names}
+        self._configured_names = tuple(names)
+        self._configured_default = default
+        self.slots: dict[str, Slot] = {}
+        self._lock = threading.Lock()  # one refresh at a time (start-up load or watcher)
+        self._discover()
+
+    @property
+    def default_name(self) -> str:
+        return self._configured_default or (sorted(self.slots)[0] if self.slots else "")
+
+    def _discover(self) -> None:
+        names = self._configured_names or tuple(n for n in self.repository.names() if self.repository.active_version(n))
+        for name in names:
+            self.slots.setdefault(name, Slot(name))
 
     def load_all(self, settings: Mapping[str, Any]) -> None:
-        """Load every served model; a failure is recorded on its slot, never raised."""
-        for slot in self.slots.values():
-            try:
-                version = self.repository.get(slot.name)
-                slot.version = version.version
-                slot.model, slot.facts = loading.load(version, settings)
-                slot.status, slot.error = "ready", None
-                log.info("model ready", extra={"model": slot.name, "version": slot.version, **slot.facts})
-            except ModelError as exc:
-                slot.status, slot.error = "failed", exc.message
-                log.error("model failed to load: %s", exc.message, extra={"model": slot.name})
-            except Exception as exc:  # AutoGluon's own failures: keep the worker up, report the reason
-                slot.status, slot.error = "failed", f"{type(exc).__name__}: {exc}"
-                log.exception("model failed to load", extra={"model": slot.name})
+        """Load every served model at its active version; failures are recorded on the slot, never raised."""
+        self.refresh(settings)
+
+    def refresh(self, settings: Mapping[str, Any]) -> None:
+        """Bring every slot to its model's active version; the version serving keeps serving until then."""
+        with self._lock:
+            if not self._configured_names:
+                self._discover()
+            for slot in list(self.slots.values()):
+                try:
+                    active = self.repository.active_version(slot.name)
+                except (OSError, ValueError) as exc:
+                    log.error("cannot read the active version: %s", exc, extra={"model": slot.name})
+                    continue
+                if active is None and slot.model is None:
+                    slot.status, slot.error = "failed", "no active version in the repository"
+                if active is None or active in (slot.version, slot.failed_version):
+                    continue
+                self._load(slot, active, settings)
+
+    def _load(self, slot: Slot, version: str, settings: Mapping[str, Any]) -> None:
+        try:
+            model, facts = loading.load(self.repository.get(slot.name, version), settings)
+        except Exception as exc:  # a bad version must never take down the one serving
+            message = exc.message if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+            slot.failed_version = version
+            if slot.model is None:
+                slot.status, slot.error = "failed", message
+            else:
+                slot.error = f"version {version} failed to load, still serving {slot.version}: {message}"
+            log.error("model failed to load: %s", message, extra={"model": slot.name, "version": version},
+                      exc_info=not isinstance(exc, ModelError))
+            return
+        previous = slot.version
+        slot.model, slot.version, slot.facts = model, version, facts  # one reference swap: requests see old or new
+        slot.status, slot.error, slot.failed_version = "ready", None, None
+        log.info("model ready", extra={"model": slot.name, "version": version, "replaced": previous, **facts})
+
+    def watch(self, settings: Mapping[str, Any], interval: float) -> threading.Thread:
+        """Refresh every interval seconds in a daemon thread of this worker."""
+        def loop() -> None:
+            stop = threading.Event()
+            while not stop.wait(interval):
+                try:
+                    self.refresh(settings)
+                except Exception:  # keep watching whatever happens
+                    log.exception("model refresh failed")
+
+        thread = threading.Thread(target=loop, name="agserve-model-watcher", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def ready(self) -> bool:
-        return bool(self.slots) and all(s.status == "ready" for s in self.slots.values())
+        return bool(self.slots) and all(s.model is not None for s in self.slots.values())
 
     def not_ready_reason(self) -> str:
         if not self.slots:
             return f"no model with an active version in the repository at {self.repository.root}"
-        return "; ".join(f"{s.name}: {s.error or s.status}" for s in self.slots.values() if s.status != "ready")
+        return "; ".join(f"{s.name}: {s.error or s.status}" for s in self.slots.values() if s.model is None)
 
     def get(self, name: str | None = None) -> ServedModel:
         """The served model called name (the default when None); 404 if not served, 503 if not ready."""
@@ -66,10 +119,11 @@ class ModelRegistry:
         slot = self.slots.get(name)
         if slot is None:
             raise ModelNotFound(f"model {name!r} is not served here" if name else "no model is served",
-                                {"served": list(self.slots)})
-        if slot.model is None:
+                                {"served": sorted(self.slots)})
+        model = slot.model
+        if model is None:
             raise ModelNotReady(f"model {name!r} is not ready", {"status": slot.status, "reason": slot.error})
-        return slot.model
+        return model
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {name: slot.describe() for name, slot in self.slots.items()}
+        return {name: slot.describe() for name, slot in sorted(self.slots.items())}

@@ -117,6 +117,20 @@ class ModelRepository:
             history.append(previous)
         self._write_state(name, {"active": version, "history": history})
 
+    def rollback(self, name: str) -> str | None:
+        """Re-activate the version active before the current one; None when there is none."""
+        state = self._state(name)
+        history = list(state.get("history", []))
+        if not history:
+            return None
+        restored = history.pop()
+        self.get(name, restored)
+        self._write_state(name, {"active": restored, "history": history})
+        return restored
+
+    def history(self, name: str) -> list[str]:
+        return list(self._state(name).get("history", []))
+
     def _model_dir(self, name: str) -> Path:
         if not MODEL_NAME.fullmatch(name):
             raise ModelNotFound(f"model {name!r} is not in the repository")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 
 import jwt
@@ -45,7 +46,12 @@ def jwks_file(tmp_path_factory, signing_keys):
 
 @pytest.fixture(scope="session")
 def auth_app(repository_path, tmp_path_factory, jwks_file):
-    return build_app(tmp_path_factory.mktemp("auth") / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path),
+    # A private repository whose "binary" has a second version, so promote and rollback can succeed here.
+    private = tmp_path_factory.mktemp("auth-models") / "models"
+    shutil.copytree(repository_path, private)
+    shutil.copytree(private / "binary" / "1", private / "binary" / "2")
+    return build_app(tmp_path_factory.mktemp("auth") / "auth.sqlite3", MODEL_REPOSITORY=str(private),
+                     RELOAD_INTERVAL=0,
                      MODELS="binary", JWT_SECRET=SECRET, JWT_JWKS_FILE=str(jwks_file),
                      JWT_ALGORITHMS="HS256,RS256,ES256", JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER,
                      JWT_LEEWAY=LEEWAY)

@@ -15,6 +15,12 @@ PUBLIC = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready")}
 def good_calls(app, row):
     """How to call each protected route successfully: (method, rule) → (path, json body, expected status)."""
     store = app.extensions["agserve.keys"]
+    repository = app.extensions["agserve.models"].repository
+
+    def with_history():
+        repository.activate("binary", "2")
+        return "/admin/models/binary/rollback", None, 200
+
     return {
         ("POST", "/predict"): lambda: ("/predict", {"data": [row]}, 200),
         ("POST", "/models/<name>/predict"): lambda: ("/models/binary/predict", {"data": [row]}, 200),
@@ -28,6 +34,10 @@ def good_calls(app, row):
                                                      None, 200),
         ("POST", "/admin/tokens"): lambda: ("/admin/tokens", {"sub": "x", "scopes": ["predict"], "ttl": "5m"}, 201),
         ("GET", "/admin/audit"): lambda: ("/admin/audit", None, 200),
+        ("GET", "/admin/models/<name>/versions"): lambda: ("/admin/models/binary/versions", None, 200),
+        ("POST", "/admin/models/<name>/promote"): lambda: ("/admin/models/binary/promote",
+                                                           {"version": "2", "force": True}, 200),
+        ("POST", "/admin/models/<name>/rollback"): with_history,
     }
 
 
@@ -92,7 +102,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 11 * 13
+    assert len(outcomes) == 14 * 13
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):
