@@ -117,8 +117,14 @@ class ModelRepository:
             history.append(previous)
         self._write_state(name, {"active": version, "history": history})
 
+    def require(self, name: str) -> None:
+        """ModelNotFound unless the repository has at least one version of name."""
+        if not self.versions(name):
+            raise ModelNotFound(f"model {name!r} is not in the repository")
+
     def rollback(self, name: str) -> str | None:
         """Re-activate the version active before the current one; None when there is none."""
+        self.require(name)
         state = self._state(name)
         history = list(state.get("history", []))
         if not history:

@@ -51,6 +51,7 @@ def rollback(repository: ModelRepository, name: str) -> dict[str, Any]:
 
 
 def describe_versions(repository: ModelRepository, name: str) -> dict[str, Any]:
+    repository.require(name)
     active = repository.active_version(name)
     versions = []
     for version in repository.versions(name):
