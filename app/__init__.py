@@ -13,12 +13,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, logging, errors, blueprints, commands, then the served models."""
     from app.config import load_settings
 
+    from app.jsonio import OrjsonProvider
+
+    Flask.json_provider_class = OrjsonProvider
     app = Flask(__name__, static_folder=None)
     app.config.update(load_settings(overrides=config))
     # Werkzeug truncates a chunked body at this limit instead of refusing it: read one byte more and check.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"] + 1
     app.debug = app.config["DEBUG"]
-    app.json.sort_keys = False
 
     configure_logging(app)
     register_error_handlers(app)

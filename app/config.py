@@ -64,6 +64,16 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _milliseconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of milliseconds") from None
+    if not 0 <= number <= 1000:
+        raise ValueError("must be between 0 and 1000 milliseconds")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -151,6 +161,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_BODY_BYTES", 32 * 1024 * 1024, _positive_int, "Largest request body in bytes (more: 413)."),
     Setting("UNKNOWN_FIELDS", "raise", _choice("raise", "exclude"), "What to do with a row key that is not a feature: `raise` (422) or `exclude` (drop it)."),
     Setting("MISSING_FEATURES", "raise", _choice("raise", "null"), "What to do with a feature missing from a row: `raise` (422) or `null` (treat as a missing value)."),
+    Setting("BATCHING", True, _boolean, "Gather concurrent requests for one model into one model call, in each worker."),
+    Setting("BATCH_MAX_ROWS", 512, _positive_int, "Most rows in one batched model call (a larger request runs alone)."),
+    Setting("BATCH_MAX_WAIT_MS", 2.0, _milliseconds, "Longest a batch waits for requests that are still being validated; a lone request never waits."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
     Setting("RELOAD_INTERVAL", 2.0, _seconds, "Seconds between each worker's checks for a newly promoted or rolled-back version (0: never; restart to change versions)."),

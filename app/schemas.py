@@ -19,17 +19,19 @@ class StrippedString(fields.String):
 
 
 class WholeNumber(fields.Integer):
-    """An integer; 3.0 and "3" are accepted, 3.5 is refused (marshmallow would truncate it)."""
+    """An integer; 3, 3.0, "3" and "3.0" are accepted, 3.5 is refused (marshmallow would truncate it)."""
 
     def _validated(self, value):
-        if isinstance(value, float) and not value.is_integer():
-            raise self.make_error("invalid")
         if isinstance(value, str):
             try:
-                if not float(value).is_integer():
-                    raise self.make_error("invalid")
+                number = float(value)
             except ValueError:
                 raise self.make_error("invalid") from None
+            if not math.isfinite(number):
+                raise self.make_error("invalid")
+            value = number
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
         return super()._validated(value)
 
 

@@ -76,7 +76,7 @@ def test_errors_keep_their_shape_through_gunicorn(server):
     response = http.post(f"{base}/predict", data=b'{"data": [', headers={"Content-Type": "application/json"},
                              timeout=5)
     assert response.status_code == 400 and set(response.json()) == {"error", "details", "request_id"}
-    assert http.post(f"{base}/predict", data="x", headers={"Content-Type": "text/csv; charset=utf-8"},
+    assert http.post(f"{base}/predict", data="x", headers={"Content-Type": "text/plain; charset=utf-8"},
                          timeout=5).status_code == 415
 
 

@@ -1,12 +1,12 @@
 """HTTP blueprints: thin views that parse, call the model layer and shape the answer."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import current_app, request
 from marshmallow import Schema, ValidationError
 
+from app import jsonio
 from app.errors import ApiError
 from app.inference import ModelRegistry
 
@@ -15,19 +15,29 @@ def served_models() -> ModelRegistry:
     return current_app.extensions["agserve.models"]
 
 
-def read_json() -> Any:
-    """The request body as JSON; 415 for another content type, 400 for anything that is not UTF-8 JSON."""
-    if request.mimetype != "application/json":
-        raise ApiError(415, "Content-Type must be application/json",
-                       {"content_type": request.mimetype or None, "accepted": ["application/json"]})
+def read_body(accepted: tuple[str, ...] = ("application/json",)) -> bytes:
+    """The raw body: 415 for a content type not in accepted, 413 past AGSERVE_MAX_BODY_BYTES."""
+    if request.mimetype not in accepted:
+        raise ApiError(415, f"Content-Type must be {' or '.join(accepted)}",
+                       {"content_type": request.mimetype or None, "accepted": list(accepted)})
     body = request.get_data(cache=False)
     limit = current_app.config["MAX_BODY_BYTES"]
     if len(body) > limit:
         raise ApiError(413, "request body too large", {"max_bytes": limit})
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    """400 for anything that is not UTF-8 JSON."""
     try:
-        return json.loads(body)
+        return jsonio.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting is not
         raise ApiError(400, "request body is not valid UTF-8 JSON", {"reason": type(exc).__name__}) from None
+
+
+def read_json() -> Any:
+    """The request body as JSON (415 for another content type, 413 too large, 400 not JSON)."""
+    return parse_json(read_body())
 
 
 def load_body(schema: Schema) -> dict[str, Any]:

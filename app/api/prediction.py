@@ -1,16 +1,25 @@
-"""Predictions: POST /predict (the seed's contract, default model) and POST /models/<name>/predict."""
+"""Predictions: POST /predict (the seed's contract, default model) and POST /models/<name>/predict.
+
+Bodies: JSON records {"data": [{...}]}, the pandas split orientation {"data": {"columns": [...], "data": [[...]]}},
+or text/csv with a header row. Answers: JSON, or CSV when the client sends Accept: text/csv.
+"""
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timezone
-from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify
+import pandas as pd
+from flask import Blueprint, current_app, g, jsonify, request
 
-from app.api import read_json, served_models
+from app.api import parse_json, read_body, served_models
 from app.auth import require_scope
 from app.errors import ApiError
+from app.inference.served import Prediction, ServedModel
+from app.inference.tables import Table, table_from_csv, table_from_records, table_from_split
 
 bp = Blueprint("prediction", __name__)
+JSON, CSV = "application/json", "text/csv"
 
 
 @bp.post("/predict")
@@ -30,9 +39,12 @@ def predict_named(name: str):
 def _predict(name: str | None):
     model = served_models().get(name)
     g.model, g.version = model.name, model.version
-    rows = read_rows(current_app.config["MAX_ROWS"])
-    g.rows = len(rows)
-    result = model.predict(rows)
+    answer_type = request.accept_mimetypes.best_match([JSON, CSV], default=JSON)
+    table = read_table(model, current_app.config["MAX_ROWS"])
+    g.rows = table.n
+    result = model.predict_table(table)
+    if answer_type == CSV:
+        return csv_answer(model, result)
     return jsonify({
         "predictions": result.predictions,
         "probabilities": result.probabilities,
@@ -42,21 +54,70 @@ def _predict(name: str | None):
     })
 
 
-def read_rows(max_rows: int) -> list[Any]:
-    """The rows of a JSON body {"data": [...]}, refusing bad bodies before any row is validated."""
-    document = read_json()
+def read_table(model: ServedModel, max_rows: int) -> Table:
+    """The request's rows as a table, refusing bad bodies before any row is validated."""
+    body = read_body((JSON, CSV))
+    if request.mimetype == CSV:
+        return _check_rows(_csv_table(body), max_rows)
+    document = parse_json(body)
     if not isinstance(document, dict) or "data" not in document:
-        raise ApiError(422, 'request body must be a JSON object with a "data" list of rows',
+        raise ApiError(422, 'request body must be a JSON object with "data": rows, or the split orientation',
                        {"data": ["Missing data for required field."]})
     unknown = sorted(set(document) - {"data"})
     if unknown:
         raise ApiError(422, "request body has unknown keys", {k: ["Unknown field."] for k in unknown})
-    rows = document["data"]
-    if not isinstance(rows, list):
+    data = document["data"]
+    if isinstance(data, dict):
+        if set(data) != {"columns", "data"} or not isinstance(data["columns"], list) \
+                or not isinstance(data["data"], list):
+            raise ApiError(422, 'the split orientation is {"columns": [...], "data": [[...], ...]}',
+                           {"data": ["Not a valid split orientation."]})
+        _check_count(len(data["data"]), max_rows)
+        return _check_rows(table_from_split(data["columns"], data["data"]), max_rows)
+    if not isinstance(data, list):
         raise ApiError(422, '"data" must be a list of rows', {"data": ["Not a valid list."]})
-    if not rows:
+    _check_count(len(data), max_rows)
+    return _check_rows(table_from_records(data, model.feature_names), max_rows)
+
+
+def _csv_table(body: bytes) -> Table:
+    try:
+        frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False, na_values=[""],
+                            encoding="utf-8", encoding_errors="strict")
+    except pd.errors.EmptyDataError:
+        raise ApiError(422, "the CSV body has no header row", {"data": ["Missing data for required field."]}) from None
+    except (ValueError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, "request body is not valid UTF-8 CSV", {"reason": type(exc).__name__}) from None
+    return table_from_csv(frame)
+
+
+def _check_count(rows: int, max_rows: int) -> None:
+    if rows > max_rows:
+        raise ApiError(413, f"too many rows: {rows} (at most {max_rows})", {"rows": rows, "max_rows": max_rows})
+
+
+def _check_rows(table: Table, max_rows: int) -> Table:
+    _check_count(table.n, max_rows)
+    if table.n == 0:
         raise ApiError(422, '"data" must hold at least one row', {"data": ["Shorter than minimum length 1."]})
-    if len(rows) > max_rows:
-        raise ApiError(413, f"too many rows: {len(rows)} (at most {max_rows})",
-                       {"rows": len(rows), "max_rows": max_rows})
-    return rows
+    return table
+
+
+def csv_answer(model: ServedModel, result: Prediction):
+    """Rows of `prediction` and, for classifiers, `proba_<class>` (quantiles: `quantile_<level>`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if result.probabilities is not None:
+        writer.writerow(["prediction"] + [f"proba_{c}" for c in result.columns])
+        writer.writerows([label, *probs.values()] for label, probs in zip(result.predictions,
+                                                                           result.probabilities))
+    elif result.columns is not None:
+        writer.writerow([f"quantile_{level}" for level in result.columns])
+        writer.writerows(list(row.values()) for row in result.predictions)
+    else:
+        writer.writerow(["prediction"])
+        writer.writerows([value] for value in result.predictions)
+    response = current_app.response_class(buffer.getvalue(), mimetype=CSV)
+    response.headers["X-Model-Name"], response.headers["X-Model-Version"] = model.name, model.version
+    return response
+

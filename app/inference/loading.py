@@ -55,8 +55,11 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
         log.warning("model weights not persisted in memory (too large for PERSIST_MAX_MEMORY); "
                     "they will be read from disk on every call",
                     extra={"model": version.name, "version": version.version})
-    model = ServedModel(version.name, version.version, manifest, predictor, schema)
+    model = ServedModel(version.name, version.version, manifest, predictor, schema,
+                        unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
     warmup_ms = model.warm_up()
+    if settings["BATCHING"]:
+        model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted)}
     return model, facts

@@ -85,9 +85,11 @@ class ModelRegistry:
             log.error("model failed to load: %s", message, extra={"model": slot.name, "version": version},
                       exc_info=not isinstance(exc, ModelError))
             return
-        previous = slot.version
+        previous, replaced = slot.version, slot.model
         slot.model, slot.version, slot.facts = model, version, facts  # one reference swap: requests see old or new
         slot.status, slot.error, slot.failed_version = "ready", None, None
+        if replaced is not None:
+            replaced.close()
         log.info("model ready", extra={"model": slot.name, "version": version, "replaced": previous, **facts})
 
     def watch(self, settings: Mapping[str, Any], interval: float) -> threading.Thread:

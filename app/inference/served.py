@@ -1,4 +1,4 @@
-"""A loaded, warmed-up model version and how it turns validated rows into predictions."""
+"""A loaded, warmed-up model version and how it turns input tables into predictions."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,10 @@ from typing import Any
 import pandas as pd
 from marshmallow import Schema, ValidationError
 
+from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
+from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
+                                  frame_from_columns, merge_columns, table_from_records)
 from app.schemas import validate_rows
 
 CLASSIFICATION = ("binary", "multiclass")
@@ -19,12 +22,18 @@ REPORTED_ROWS = 100  # invalid rows described in a 422; the rest are only counte
 class Prediction:
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None
+    columns: list[str] | None = None  # class labels, or quantile levels, in output order
+
+    def slice(self, start: int, stop: int) -> "Prediction":
+        probabilities = None if self.probabilities is None else self.probabilities[start:stop]
+        return Prediction(self.predictions[start:stop], probabilities, self.columns)
 
 
 class ServedModel:
     """One version of one model, held in memory by a worker."""
 
-    def __init__(self, name: str, version: str, manifest: dict[str, Any], predictor, schema: Schema):
+    def __init__(self, name: str, version: str, manifest: dict[str, Any], predictor, schema: Schema,
+                 unknown: str = "raise", missing: str = "raise"):
         self.name = name
         self.version = version
         self.manifest = manifest
@@ -32,7 +41,11 @@ class ServedModel:
         self.schema = schema
         self.problem_type = manifest["problem_type"]
         self.features = manifest["features"]
-        self._dtypes = {f["name"]: f["kind"] for f in self.features}
+        self.feature_names = [f["name"] for f in self.features]
+        self._kinds = {f["name"]: f["kind"] for f in self.features}
+        self._columns = ColumnValidator(schema)
+        self._unknown, self._missing = unknown, missing
+        self.batcher: Batcher | None = None
 
     @property
     def info(self) -> dict[str, Any]:
@@ -40,7 +53,16 @@ class ServedModel:
         return {"name": self.name, "version": self.version, "problem_type": self.problem_type,
                 "eval_metric": self.manifest["eval_metric"]}
 
+    def start_batching(self, max_rows: int, max_wait: float) -> None:
+        self.batcher = Batcher(self._predict_parts, max_rows, max_wait, name=f"{self.name}-{self.version}")
+
+    def close(self) -> None:
+        """Stop batching once what is queued is done (the version has been replaced)."""
+        if self.batcher is not None:
+            self.batcher.close()
+
     def validate(self, rows: list[Any]) -> list[dict[str, Any]]:
+        """Rows checked by the marshmallow schema; InvalidInput with per-row, per-field messages."""
         try:
             return validate_rows(self.schema, rows)
         except ValidationError as exc:
@@ -50,22 +72,38 @@ class ServedModel:
                                {"rows": reported, "invalid_rows": len(invalid),
                                 "reported_rows": len(reported)}) from None
 
-    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """A DataFrame built column by column, with dtypes AutoGluon casts exactly as in training."""
-        columns = {}
-        for name, kind in self._dtypes.items():
-            values = [row.get(name) for row in rows]
-            if kind == "numeric" or (kind == "integer" and None in values):
-                columns[name] = pd.array([float("nan") if v is None else v for v in values], dtype="float64")
-            elif kind == "integer":
-                columns[name] = pd.array(values, dtype="int64")
-            else:
-                columns[name] = pd.array(values, dtype="object")
-        return pd.DataFrame(columns)
+    def validate_table(self, table: Table) -> dict[str, Any]:
+        """Typed columns: the fast column-wise path, or marshmallow when it cannot vouch for a value."""
+        if table.records is None:
+            check_columns(table, self.feature_names, self._unknown, self._missing)
+        try:
+            return self._columns.convert(table)
+        except SlowPath:
+            return columns_from_rows(self.validate(table.rows()), self.feature_names)
+
+    def predict_table(self, table: Table) -> Prediction:
+        """Validate, then predict in one model call (shared with concurrent requests when batching)."""
+        if self.batcher is None:
+            return self._predict_parts([self.validate_table(table)], [table.n])[0]
+        with self.batcher.ticket() as ticket:
+            columns = self.validate_table(table)
+            return ticket.submit(columns, table.n)
 
     def predict(self, rows: list[Any]) -> Prediction:
-        """Validate rows, then predict them in one model call."""
-        return self.predict_frame(self.frame(self.validate(rows)))
+        """Predict a list of row objects."""
+        return self.predict_table(table_from_records(rows, self.feature_names))
+
+    def frame(self, columns: dict[str, Any]) -> pd.DataFrame:
+        return frame_from_columns(columns, self._kinds)
+
+    def _predict_parts(self, parts: list[dict[str, Any]], counts: list[int]) -> list[Prediction]:
+        columns = parts[0] if len(parts) == 1 else merge_columns(parts, self._kinds)
+        whole = self.predict_frame(self.frame(columns))
+        results, start = [], 0
+        for count in counts:
+            results.append(whole.slice(start, start + count))
+            start += count
+        return results
 
     def predict_frame(self, frame: pd.DataFrame) -> Prediction:
         predictor = self.predictor
@@ -75,11 +113,12 @@ class ServedModel:
             labels = predictor.predict_from_proba(proba)
             classes = [str(c) for c in proba.columns]
             probabilities = [dict(zip(classes, row)) for row in proba.to_numpy(dtype="float64").tolist()]
-            return Prediction(labels.tolist(), probabilities)
+            return Prediction(labels.tolist(), probabilities, classes)
         result = predictor.predict(frame)
         if isinstance(result, pd.DataFrame):  # quantile: one column per quantile level
             levels = [str(c) for c in result.columns]
-            return Prediction([dict(zip(levels, row)) for row in result.to_numpy(dtype="float64").tolist()], None)
+            return Prediction([dict(zip(levels, row)) for row in result.to_numpy(dtype="float64").tolist()], None,
+                              levels)
         return Prediction(result.to_numpy(dtype="float64").tolist(), None)
 
     def warm_up(self) -> float:

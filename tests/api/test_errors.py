@@ -45,7 +45,7 @@ def test_deeply_nested_json_is_400(client):
 def test_wrong_content_type_is_415(client, good_row, content_type):
     kwargs = {"content_type": content_type} if content_type else {}
     body = check_error(client.post("/predict", data=json.dumps({"data": [good_row]}), **kwargs), 415)
-    assert body["details"]["accepted"] == ["application/json"]
+    assert body["details"]["accepted"] == ["application/json", "text/csv"]
 
 
 def test_schema_violations_are_422_per_row_and_field(client, good_row):

@@ -164,7 +164,7 @@ def test_stored_keys_are_hashes_only(auth_app):
     store = auth_app.extensions["agserve.keys"]
     key, record = store.create("hash-check", ["predict"])
     raw = store.path.read_bytes() + b"".join(p.read_bytes() for p in store.path.parent.glob("*-wal"))
-    assert key.encode() not in raw and key.split("_")[2].encode() not in raw
+    assert key.encode() not in raw and key.split("_", 2)[2].encode() not in raw
     assert record.id.encode() in raw
 
 

@@ -1,0 +1,137 @@
+"""Adaptive micro-batching: concurrent requests for one model become one model call, in each worker.
+
+A request announces itself (ticket) before it validates its rows. The batcher thread takes everything queued and,
+while announced requests are still validating and the batch has room, waits for them at most max_wait; a request
+alone is never held back. Each request gets exactly its own rows back; if the batched call fails, each request's
+rows are predicted on their own, so one bad request cannot fail its neighbours.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("agserve.batching")
+
+
+@dataclass
+class _Item:
+    columns: dict[str, Any]
+    n: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class Ticket:
+    """A request on its way to the batcher; leaving the with-block without submitting withdraws it."""
+
+    def __init__(self, batcher: "Batcher"):
+        self._batcher = batcher
+        self._open = True
+
+    def __enter__(self) -> "Ticket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._open:
+            self._batcher._withdraw()
+            self._open = False
+
+    def submit(self, columns: dict[str, Any], n: int) -> Any:
+        self._open = False
+        return self._batcher._submit(_Item(columns, n))
+
+
+class Batcher:
+    def __init__(self, predict: Callable[[list[dict[str, Any]], list[int]], list[Any]], max_rows: int,
+                 max_wait: float, name: str = "model"):
+        self._predict = predict  # (columns of each request, row counts) -> one result per request
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self._queue: deque[_Item] = deque()
+        self._announced = 0
+        self._closed = False
+        self._cv = threading.Condition()
+        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name=f"agserve-batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def ticket(self) -> Ticket:
+        with self._cv:
+            self._announced += 1
+        return Ticket(self)
+
+    def close(self) -> None:
+        """Finish what is queued, then stop; later requests are predicted in their own thread."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def _withdraw(self) -> None:
+        with self._cv:
+            self._announced -= 1
+            self._cv.notify_all()
+
+    def _submit(self, item: _Item) -> Any:
+        with self._cv:
+            self._announced -= 1
+            inline = self._closed
+            if not inline:
+                self._queue.append(item)
+                self._cv.notify_all()
+        if inline:
+            self._run_batch([item])
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _take(self) -> list[_Item] | None:
+        with self._cv:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cv.wait()
+            deadline = time.monotonic() + self.max_wait
+            while self._announced > 0 and sum(i.n for i in self._queue) < self.max_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cv.wait(remaining)
+            batch, rows = [], 0
+            while self._queue and (not batch or rows + self._queue[0].n <= self.max_rows):
+                item = self._queue.popleft()
+                batch.append(item)
+                rows += item.n
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        try:
+            results = self._predict([i.columns for i in batch], [i.n for i in batch])
+            for item, result in zip(batch, results):
+                item.result = result
+        except BaseException as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                log.warning("batched model call failed; predicting each request alone: %s", exc)
+                for item in batch:
+                    try:
+                        item.result = self._predict([item.columns], [item.n])[0]
+                    except BaseException as single:
+                        item.error = single
+        finally:
+            self.batches += 1
+            for item in batch:
+                item.done.set()

@@ -1,0 +1,230 @@
+"""Input tables: rows from JSON records, the pandas "split" orientation or CSV, as columns of raw values,
+and the fast column-wise validation of those columns.
+
+The marshmallow row schema stays the authority: the fast path accepts only values whose conversion it is sure
+matches marshmallow's; anything else (an error, a numeric string in JSON, an unusual boolean) goes to marshmallow,
+which either accepts it or words the error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from marshmallow import Schema, fields, validate
+
+from app.inference.errors import InvalidInput
+from app.schemas import FiniteFloat, IsoDateTime, StrippedString, WholeNumber
+
+
+class SlowPath(Exception):
+    """The fast path cannot vouch for a value: let marshmallow decide."""
+
+
+@dataclass
+class Table:
+    """Raw input: one list of values per column name, all of length n; `records` when the input was rows."""
+
+    columns: dict[str, list[Any]]
+    n: int
+    records: list[Any] | None = None
+    header_errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self.records is not None:
+            return self.records
+        names = list(self.columns)
+        return [dict(zip(names, values)) for values in zip(*self.columns.values())] if names else [{}] * self.n
+
+
+def table_from_records(rows: list[Any], features: list[str]) -> Table:
+    """Columns from a list of row objects; rows with other keys send the table to the slow path."""
+    expected = set(features)
+    regular = all(type(row) is dict and row.keys() == expected for row in rows)
+    if not regular:
+        return Table({}, len(rows), rows)
+    return Table({name: [row[name] for row in rows] for name in features}, len(rows), rows)
+
+
+def table_from_split(columns: list[Any], data: list[Any]) -> Table:
+    """Columns from {"columns": [...], "data": [[...], ...]}."""
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        raise InvalidInput('"data.columns" must be distinct strings', {"columns": ["Not a list of distinct names."]})
+    bad = [i for i, row in enumerate(data) if not isinstance(row, list) or len(row) != len(columns)]
+    if bad:
+        raise InvalidInput(f'every row of "data.data" must be a list of {len(columns)} values',
+                           {"rows": {str(i): {"_schema": ["Wrong number of values."]} for i in bad[:100]},
+                            "invalid_rows": len(bad)})
+    values = list(zip(*data)) if data else [() for _ in columns]
+    return Table({name: list(column) for name, column in zip(columns, values)}, len(data))
+
+
+def table_from_csv(frame: pd.DataFrame) -> Table:
+    """Columns from a CSV read as text; empty cells are missing values."""
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        columns[str(name)] = [None if value is None or value != value else value for value in column.tolist()]
+    return Table(columns, len(frame))
+
+
+def check_columns(table: Table, features: list[str], unknown: str, missing: str) -> Table:
+    """Apply the unknown/missing rules to a columnar table (records are checked by the row schema)."""
+    if table.records is not None and not table.columns:
+        return table
+    names = set(table.columns)
+    errors = {}
+    for extra in sorted(names - set(features)):
+        if unknown == "raise":
+            errors[extra] = ["Unknown field."]
+        else:
+            table.columns.pop(extra)
+    for absent in [f for f in features if f not in names]:
+        if missing == "raise":
+            errors[absent] = ["Missing data for required field."]
+        else:
+            table.columns[absent] = [None] * table.n
+    if errors:
+        raise InvalidInput("the columns do not match the model's features", {"columns": errors})
+    return table
+
+
+class ColumnValidator:
+    """Converts whole columns at once, following the row schema's fields and validators."""
+
+    def __init__(self, schema: Schema):
+        self.fields = dict(schema.fields)
+
+    def convert(self, table: Table) -> dict[str, Any]:
+        """Typed columns, or SlowPath when any value needs marshmallow's judgement."""
+        if set(table.columns) != set(self.fields):
+            raise SlowPath()
+        return {name: self._column(field, table.columns[name]) for name, field in self.fields.items()}
+
+    def _column(self, field: fields.Field, values: list[Any]):
+        if isinstance(field, FiniteFloat):
+            converted = _numbers(values, integral=False)
+        elif isinstance(field, WholeNumber):
+            converted = _numbers(values, integral=True)
+        elif isinstance(field, fields.Boolean):
+            converted = _booleans(values, field)
+        elif isinstance(field, IsoDateTime):
+            converted = _datetimes(values)
+        elif isinstance(field, StrippedString):
+            converted = [None if v is None else _string(v) for v in values]
+        else:
+            raise SlowPath()
+        _check_validators(field, converted)
+        return converted
+
+
+def _numbers(values: list[Any], integral: bool) -> np.ndarray:
+    """float64 with NaN for missing; text (CSV) parsed the way float() parses it."""
+    kinds = {type(v) for v in values}
+    if kinds <= {int, float, type(None)}:
+        try:
+            array = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        except OverflowError:
+            raise SlowPath() from None
+        missing = np.array([v is None for v in values], dtype=bool)
+    elif kinds <= {str, type(None)}:
+        series = pd.Series(values, dtype="object")
+        missing = series.isna().to_numpy()
+        array = pd.to_numeric(series.str.strip(), errors="coerce").to_numpy(dtype="float64")
+        if (np.isnan(array) & ~missing).any():
+            raise SlowPath()
+    else:
+        raise SlowPath()
+    present = array[~missing]
+    if not np.isfinite(present).all() or (integral and (present != np.round(present)).any()):
+        raise SlowPath()
+    if integral and np.abs(present).max(initial=0) >= 2 ** 53:
+        raise SlowPath()  # beyond exact float64 integers: let marshmallow judge
+    return array
+
+
+def _booleans(values: list[Any], field: fields.Boolean) -> list[Any]:
+    out = []
+    for value in values:
+        if value is None or type(value) is bool:
+            out.append(value)
+        elif isinstance(value, str) and value in field.truthy:
+            out.append(True)
+        elif isinstance(value, str) and value in field.falsy:
+            out.append(False)
+        else:
+            raise SlowPath()
+    return out
+
+
+def _string(value: Any) -> str:
+    if type(value) is not str:
+        raise SlowPath()
+    return value.strip()
+
+
+def _datetimes(values: list[Any]) -> list[Any]:
+    out = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        text = _string(value)
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise SlowPath() from None
+        out.append(text)
+    return out
+
+
+def _check_validators(field: fields.Field, converted) -> None:
+    for validator in field.validators:
+        present = [v for v in (converted.tolist() if isinstance(converted, np.ndarray) else converted)
+                   if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if isinstance(validator, validate.Range):
+            if (validator.min is not None and any(v < validator.min for v in present)) or \
+                    (validator.max is not None and any(v > validator.max for v in present)):
+                raise SlowPath()
+        elif isinstance(validator, validate.OneOf):
+            if any(v not in validator.choices for v in present):
+                raise SlowPath()
+        elif isinstance(validator, validate.Length):
+            if validator.max is not None and any(len(v) > validator.max for v in present):
+                raise SlowPath()
+        else:
+            raise SlowPath()
+
+
+def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.DataFrame:
+    """A DataFrame with the dtypes AutoGluon casts exactly as in training."""
+    data = {}
+    for name, kind in kinds.items():
+        values = columns[name]
+        if kind == "numeric":
+            data[name] = np.asarray(values, dtype="float64") if not isinstance(values, np.ndarray) else values
+        elif kind == "integer":
+            array = np.asarray(values, dtype="float64") if not isinstance(values, np.ndarray) else values
+            data[name] = array if np.isnan(array).any() else array.astype("int64")
+        else:
+            data[name] = pd.array(values, dtype="object")
+    return pd.DataFrame(data)
+
+
+def columns_from_rows(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[Any]]:
+    """Columns from rows that marshmallow has validated (a feature it may omit is missing)."""
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def merge_columns(parts: list[dict[str, Any]], kinds: dict[str, str]) -> dict[str, Any]:
+    """One set of columns from several requests' columns, in order."""
+    merged = {}
+    for name, kind in kinds.items():
+        if kind in ("numeric", "integer"):
+            merged[name] = np.concatenate([np.asarray(part[name], dtype="float64") for part in parts])
+        else:
+            merged[name] = [value for part in parts for value in part[name]]
+    return merged
