@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install demo run test clean help
+.PHONY: install demo run test bench clean help
 
 help:
 	@echo "make run    set up, train+import the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
 	@echo "make clean  remove the virtual environment and caches"
 
 $(STAMP):
@@ -32,6 +33,10 @@ run: demo
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@command -v hey >/dev/null || { echo "installing hey (Debian package) for the load"; apt-get update -qq && apt-get install -y -qq hey; }
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -183,7 +183,7 @@ SETTINGS: tuple[Setting, ...] = (
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
     Setting("WORKERS", 2, _positive_int, "Gunicorn worker processes (each loads every served model).", env="WEB_CONCURRENCY"),
-    Setting("THREADS", 4, _positive_int, "Request threads per worker (gthread worker class)."),
+    Setting("THREADS", 32, _positive_int, "Request threads per worker (gthread); with batching they mostly wait, so more threads mean larger batches."),
     Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
     Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
     Setting("MAX_REQUESTS", 10_000, _non_negative_int, "Requests after which a worker is recycled (0: never)."),

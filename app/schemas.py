@@ -49,16 +49,20 @@ class FiniteFloat(fields.Float):
 
 
 class IsoDateTime(StrippedString):
-    """An ISO 8601 date or date-time, kept as text for AutoGluon to parse as it did in training."""
+    """An ISO 8601 date or date-time without a time zone, as AutoGluon's datetime features are trained
+    (AutoGluon fails on zoned values for them)."""
 
-    default_error_messages = {"datetime": "Not a valid ISO 8601 date or date-time."}
+    default_error_messages = {"datetime": "Not a valid ISO 8601 date or date-time.",
+                              "zoned": "Time zone offsets are not accepted: send the local date-time, as in training."}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(text)
         except ValueError:
             raise self.make_error("datetime") from None
+        if moment.tzinfo is not None:
+            raise self.make_error("zoned")
         return text
 
 

@@ -54,9 +54,11 @@ class Batcher:
         self.max_wait = max_wait
         self._queue: deque[_Item] = deque()
         self._announced = 0
+        self._busy = False  # a model call is running (in the batcher thread or inline)
         self._closed = False
         self._cv = threading.Condition()
-        self.batches = 0
+        self.batches = 0  # model calls made
+        self.requests = 0  # requests answered through them
         self._thread = threading.Thread(target=self._run, name=f"agserve-batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -79,12 +81,22 @@ class Batcher:
     def _submit(self, item: _Item) -> Any:
         with self._cv:
             self._announced -= 1
-            inline = self._closed
-            if not inline:
+            # Alone (nothing running, queued or on its way): predict in this thread, saving two thread hand-offs.
+            alone = not self._busy and not self._queue and self._announced == 0
+            inline = self._closed or alone
+            if alone:
+                self._busy = True
+            elif not inline:
                 self._queue.append(item)
                 self._cv.notify_all()
         if inline:
-            self._run_batch([item])
+            try:
+                self._run_batch([item])
+            finally:
+                if alone:
+                    with self._cv:
+                        self._busy = False
+                        self._cv.notify_all()
         item.done.wait()
         if item.error is not None:
             raise item.error
@@ -92,8 +104,8 @@ class Batcher:
 
     def _take(self) -> list[_Item] | None:
         with self._cv:
-            while not self._queue:
-                if self._closed:
+            while not self._queue or self._busy:
+                if self._closed and not self._queue:
                     return None
                 self._cv.wait()
             deadline = time.monotonic() + self.max_wait
@@ -107,6 +119,7 @@ class Batcher:
                 item = self._queue.popleft()
                 batch.append(item)
                 rows += item.n
+            self._busy = True
             return batch
 
     def _run(self) -> None:
@@ -114,7 +127,12 @@ class Batcher:
             batch = self._take()
             if batch is None:
                 return
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
     def _run_batch(self, batch: list[_Item]) -> None:
         try:
@@ -133,5 +151,6 @@ class Batcher:
                         item.error = single
         finally:
             self.batches += 1
+            self.requests += len(batch)
             for item in batch:
                 item.done.set()

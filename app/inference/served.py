@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -15,6 +16,15 @@ from app.inference.tables import (ColumnValidator, SlowPath, Table, check_column
 from app.schemas import validate_rows
 
 CLASSIFICATION = ("binary", "multiclass")
+
+
+@lru_cache(maxsize=64)
+def row_builder(keys: tuple[str, ...]):
+    """A function from a list of values to {key: value}; a dict display is 2.5x faster than dict(zip(...)).
+    The keys are bound as names, never written into the code."""
+    names = {f"k{i}": key for i, key in enumerate(keys)}
+    display = ", ".join(f"k{i}: r[{i}]" for i in range(len(keys)))
+    return eval(f"lambda r: {{{display}}}", names)  # noqa: S307 - code built from indices only
 REPORTED_ROWS = 100  # invalid rows described in a 422; the rest are only counted, so errors stay small
 
 
@@ -112,12 +122,12 @@ class ServedModel:
             proba = predictor.predict_proba(frame, as_multiclass=True)
             labels = predictor.predict_from_proba(proba)
             classes = [str(c) for c in proba.columns]
-            probabilities = [dict(zip(classes, row)) for row in proba.to_numpy(dtype="float64").tolist()]
+            probabilities = list(map(row_builder(tuple(classes)), proba.to_numpy(dtype="float64").tolist()))
             return Prediction(labels.tolist(), probabilities, classes)
         result = predictor.predict(frame)
         if isinstance(result, pd.DataFrame):  # quantile: one column per quantile level
             levels = [str(c) for c in result.columns]
-            return Prediction([dict(zip(levels, row)) for row in result.to_numpy(dtype="float64").tolist()], None,
+            return Prediction(list(map(row_builder(tuple(levels)), result.to_numpy(dtype="float64").tolist())), None,
                               levels)
         return Prediction(result.to_numpy(dtype="float64").tolist(), None)
 

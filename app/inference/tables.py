@@ -37,7 +37,9 @@ class Table:
         if self.records is not None:
             return self.records
         names = list(self.columns)
-        return [dict(zip(names, values)) for values in zip(*self.columns.values())] if names else [{}] * self.n
+        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.columns.values()]
+        columns = [[None if isinstance(v, float) and math.isnan(v) else v for v in c] for c in columns]
+        return [dict(zip(names, values)) for values in zip(*columns)] if names else [{}] * self.n
 
 
 def table_from_records(rows: list[Any], features: list[str]) -> Table:
@@ -63,11 +65,14 @@ def table_from_split(columns: list[Any], data: list[Any]) -> Table:
 
 
 def table_from_csv(frame: pd.DataFrame) -> Table:
-    """Columns from a CSV read as text; empty cells are missing values."""
+    """Columns from a CSV: float64 arrays where pandas parsed numbers, else text; empty cells are missing."""
     columns = {}
     for name in frame.columns:
         column = frame[name]
-        columns[str(name)] = [None if value is None or value != value else value for value in column.tolist()]
+        if column.dtype == np.float64:
+            columns[str(name)] = column.to_numpy()
+        else:
+            columns[str(name)] = [None if value is None or value != value else value for value in column.tolist()]
     return Table(columns, len(frame))
 
 
@@ -123,8 +128,14 @@ class ColumnValidator:
 
 def _numbers(values: list[Any], integral: bool) -> np.ndarray:
     """float64 with NaN for missing; text (CSV) parsed the way float() parses it."""
-    kinds = {type(v) for v in values}
-    if kinds <= {int, float, type(None)}:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:  # CSV columns pandas already parsed
+        array, missing = values, np.isnan(values)
+        kinds = set()
+    else:
+        kinds = {type(v) for v in values}
+    if not kinds:
+        pass
+    elif kinds <= {int, float, type(None)}:
         try:
             array = np.array([np.nan if v is None else v for v in values], dtype="float64")
         except OverflowError:
@@ -174,9 +185,11 @@ def _datetimes(values: list[Any]) -> list[Any]:
             continue
         text = _string(value)
         try:
-            datetime.fromisoformat(text.replace("Z", "+00:00"))
+            zoned = datetime.fromisoformat(text).tzinfo is not None
         except ValueError:
             raise SlowPath() from None
+        if zoned:
+            raise SlowPath()
         out.append(text)
     return out
 
@@ -209,9 +222,25 @@ def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.Dat
         elif kind == "integer":
             array = np.asarray(values, dtype="float64") if not isinstance(values, np.ndarray) else values
             data[name] = array if np.isnan(array).any() else array.astype("int64")
+        elif kind == "datetime":
+            data[name] = _datetime_column(values)
+        elif kind == "boolean" and None not in values:
+            data[name] = np.asarray(values, dtype=bool)
         else:
             data[name] = pd.array(values, dtype="object")
     return pd.DataFrame(data)
+
+
+def _datetime_column(values: list[Any]):
+    """datetime64 when every value is a naive ISO date-time (what AutoGluon would parse them to, sooner);
+    otherwise the text, for AutoGluon to parse as it did in training."""
+    try:
+        parsed = pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601")
+    except (ValueError, TypeError):  # e.g. naive and zoned values mixed
+        return pd.array(values, dtype="object")
+    if parsed.dtype.kind != "M" or isinstance(parsed.dtype, pd.DatetimeTZDtype):  # zoned, or mixed offsets
+        return pd.array(values, dtype="object")
+    return parsed.to_numpy()
 
 
 def columns_from_rows(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[Any]]:

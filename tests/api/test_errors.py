@@ -22,12 +22,6 @@ def check_error(response, status: int) -> dict:
     return body
 
 
-@pytest.fixture(scope="module")
-def good_row(dataset):
-    _, test = dataset
-    return to_records(test[FEATURES].dropna().head(1))[0]
-
-
 def test_malformed_json_is_400(client):
     check_error(client.post("/predict", data=b'{"data": [', content_type="application/json"), 400)
 
@@ -89,13 +83,6 @@ def test_bad_envelope_is_422(client, payload, field):
 def test_rows_that_are_not_objects_are_422(client, good_row):
     body = check_error(client.post("/predict", json={"data": [good_row, 5, "x"]}), 422)
     assert set(body["details"]["rows"]) == {"1", "2"}
-
-
-@pytest.fixture(scope="module")
-def small_limits(repository_path, tmp_path_factory):
-    app = build_app(tmp_path_factory.mktemp("auth") / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path),
-                    MODELS="binary", MAX_ROWS=5, MAX_BODY_BYTES=4096)
-    return client_with_key(app)
 
 
 def test_too_many_rows_is_413(small_limits, good_row):

@@ -130,3 +130,20 @@ def test_health_reports_ready_models(client):
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert all(m["status"] == "ready" and m["warmup_ms"] > 0 for m in ready.get_json()["models"].values())
+
+
+def test_dates_and_date_times_mixed_equal_autogluon_given_the_same_text(client, in_process, dataset):
+    frame = dataset[1][FEATURES].head(2).copy()
+    frame["when"] = pd.Series(["2024-03-01", "2024-07-01T23:30:00"], dtype="object", index=frame.index)
+    response = client.post("/models/binary/predict", json={"data": to_records(frame)})
+    assert response.status_code == 200
+    assert response.get_json()["probabilities"] == expected_answers(in_process["binary"], frame)[1]
+
+
+@pytest.mark.parametrize("stamp", ["2024-03-01T10:00:00+02:00", "2024-03-01T10:00:00Z"])
+def test_zoned_date_times_are_refused_clearly_rather_than_failing_in_autogluon(client, dataset, stamp):
+    row = dict(to_records(dataset[1][FEATURES].head(1))[0], when=stamp)
+    response = client.post("/models/binary/predict", json={"data": [row]})
+    assert response.status_code == 422
+    assert response.get_json()["details"]["rows"]["0"] == {
+        "when": ["Time zone offsets are not accepted: send the local date-time, as in training."]}

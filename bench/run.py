@@ -1,0 +1,291 @@
+"""make bench: the production configuration (gunicorn, 2 workers) against in-process AutoGluon, same rows, same run.
+
+Each scenario runs RUNS times; BENCHMARKS.md reports the median of each figure. The load comes from `hey` in its own
+process on loopback. Models: the iris demo (what `make run` serves) and a mixed-type LightGBM model.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / ".work"
+BIN = Path(sys.executable).parent
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SECONDS = os.environ.get("BENCH_SECONDS", "10")
+BIG = 10_000
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_models(repository: Path) -> None:
+    """The iris demo model and a mixed-type LightGBM model, trained once and reused."""
+    from app.demo import DEMO_NAME, MIXED_FEATURES, mixed_frame, train_demo
+    from app.inference import ModelRepository
+
+    models = ModelRepository(repository)
+    if models.active_version(DEMO_NAME) is None:
+        log("training the iris demo model")
+        with tempfile.TemporaryDirectory() as workdir:
+            path, holdout = train_demo(Path(workdir))
+            models.import_predictor(path, DEMO_NAME, reference=holdout)
+    if models.active_version("mixed") is None:
+        log("training the mixed-type LightGBM model")
+        from autogluon.tabular import TabularPredictor
+
+        frame = mixed_frame(2000, seed=1)
+        with tempfile.TemporaryDirectory() as workdir:
+            TabularPredictor(label="y_binary", path=f"{workdir}/mixed", verbosity=0).fit(
+                frame.iloc[:1600][MIXED_FEATURES + ["y_binary"]], hyperparameters={"GBM": {}}, num_cpus=1)
+            models.import_predictor(f"{workdir}/mixed", "mixed",
+                                    reference=frame.iloc[1600:][MIXED_FEATURES + ["y_binary"]])
+
+
+def rows_for(repository: Path, name: str) -> tuple[dict, pd.DataFrame]:
+    """One sample row, and BIG rows drawn from the reference data, as a DataFrame with training dtypes."""
+    from app.demo import MIXED_FEATURES, demo_data, mixed_frame
+
+    manifest = json.loads((repository / name / "1" / "manifest.json").read_text())
+    if name == "iris":
+        frame = demo_data().drop(columns=["species"])
+    else:
+        frame = mixed_frame(2000, seed=2)[MIXED_FEATURES]
+    big = frame.sample(BIG, replace=True, random_state=0).reset_index(drop=True)
+    return manifest["reference"]["sample_row"], big
+
+
+def in_process(repository: Path, name: str, sample: dict, big: pd.DataFrame) -> dict:
+    """AutoGluon's own predict_proba in this process, single row and 10,000 rows: medians of RUNS."""
+    from autogluon.tabular import TabularPredictor
+
+    from app.threads import apply_thread_limits
+
+    apply_thread_limits(1)  # like each of the 2 workers on this 2-core machine
+    predictor = TabularPredictor.load(str(repository / name / "1" / "predictor"), verbosity=0)
+    predictor.persist()
+    one = big.head(1).copy()
+    one.iloc[0] = pd.Series(sample)
+    for _ in range(30):
+        predictor.predict_proba(one)
+    p50s, rates, bigs = [], [], []
+    for _ in range(RUNS):
+        timings = []
+        for _ in range(300):
+            started = time.perf_counter()
+            predictor.predict_proba(one)
+            timings.append(time.perf_counter() - started)
+        p50s.append(statistics.median(timings) * 1000)
+        rates.append(len(timings) / sum(timings))
+        started = time.perf_counter()
+        predictor.predict_proba(big)
+        bigs.append(time.perf_counter() - started)
+    return {"p50_ms": statistics.median(p50s), "rate": statistics.median(rates),
+            "big_rows_per_s": BIG / statistics.median(bigs)}
+
+
+def start_server(repository: Path, auth_db: Path, port: int, log_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGSERVE_")}
+    env.update({"AGSERVE_ENV": "production", "AGSERVE_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
+                "AGSERVE_MODEL_REPOSITORY": str(repository), "AGSERVE_AUTH_DB": str(auth_db),
+                "AGSERVE_LOG_LEVEL": "warning", "AGSERVE_MAX_REQUESTS": "0"})
+    started = time.monotonic()
+    process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
+                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/health/ready"
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited; see {log_path}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200 and _both_workers_ready(process):
+                return process, time.monotonic() - started
+        except requests.RequestException:
+            pass
+        if time.monotonic() - started > 180:
+            raise SystemExit("gunicorn did not become ready in 180 s")
+        time.sleep(0.05)
+
+
+def _both_workers_ready(process) -> bool:
+    children = psutil.Process(process.pid).children()
+    return len(children) == 2 and all(any("lib_lightgbm" in m.path for m in c.memory_maps()) for c in children)
+
+
+def hey(url: str, key: str, body: Path, content_type: str, *, concurrency: int, requests_: int | None = None,
+        duration: str | None = None) -> dict:
+    """Run hey once; return throughput, latency percentiles (ms) and errors from its per-request CSV."""
+    args = ["hey", "-m", "POST", "-T", content_type, "-H", f"X-API-Key: {key}", "-D", str(body),
+            "-c", str(concurrency), "-o", "csv", "-t", "60"]
+    args += ["-z", duration] if duration else ["-n", str(requests_)]
+    output = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    records = list(csv.DictReader(io.StringIO(output)))
+    times = sorted(float(r["response-time"]) * 1000 for r in records)
+    ok = sum(1 for r in records if r["status-code"] == "200")
+    span = max(float(r["offset"]) + float(r["response-time"]) for r in records) - \
+        min(float(r["offset"]) for r in records)
+
+    def pct(p: float) -> float:
+        return times[min(len(times) - 1, int(round(p / 100 * len(times))) - 1)]
+
+    return {"requests": len(records), "errors": len(records) - ok, "throughput": ok / span,
+            "p50": pct(50), "p95": pct(95), "p99": pct(99)}
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = psutil.virtual_memory().total / 2 ** 30
+    return (f"{cpu}; {psutil.cpu_count()} cores; {memory:.0f} GiB; Python {platform.python_version()}; "
+            f"autogluon.tabular {package_version('autogluon.tabular')}; gunicorn {package_version('gunicorn')}; "
+            f"{platform.system()} {platform.release()}")
+
+
+def main() -> None:
+    if shutil.which("hey") is None:
+        raise SystemExit("hey is missing: make bench installs it (apt-get install -y hey)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    repository, auth_db = WORK / "models", WORK / "auth.sqlite3"
+    prepare_models(repository)
+    from app.auth.keys import KeyStore
+
+    key, _ = KeyStore(auth_db).create("bench", ["predict"])
+    results, facts = {}, {}
+    for name in ("iris", "mixed"):
+        sample, big = rows_for(repository, name)
+        log(f"{name}: in-process baseline")
+        baseline = in_process(repository, name, sample, big)
+        bodies = {"one": WORK / f"{name}-one.json", "json": WORK / f"{name}-big.json", "csv": WORK / f"{name}-big.csv"}
+        bodies["one"].write_text(json.dumps({"data": [sample]}))
+        from app.frames import records
+
+        bodies["json"].write_text(json.dumps({"data": records(big)}))
+        big.to_csv(bodies["csv"], index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        results[name] = {"baseline": baseline}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ready_times = []
+    for run in range(RUNS):
+        log(f"server start {run + 1}/{RUNS}")
+        process, ready = start_server(repository, auth_db, port, WORK / "gunicorn.log")
+        ready_times.append(ready)
+        try:
+            for name in ("iris", "mixed"):
+                target = f"{url}/models/{name}/predict"
+                one, big_json, big_csv = (WORK / f"{name}-one.json", WORK / f"{name}-big.json",
+                                          WORK / f"{name}-big.csv")
+                hey(target, key, one, "application/json", concurrency=4, requests_=400)  # warm both workers
+                scenario = results[name].setdefault("runs", {})
+                log(f"{name}: run {run + 1}: concurrency 1")
+                scenario.setdefault("c1", []).append(hey(target, key, one, "application/json", concurrency=1,
+                                                         duration=f"{SECONDS}s"))
+                log(f"{name}: run {run + 1}: concurrency 32")
+                scenario.setdefault("c32", []).append(hey(target, key, one, "application/json", concurrency=32,
+                                                          duration=f"{SECONDS}s"))
+                log(f"{name}: run {run + 1}: 10,000 rows, JSON and CSV")
+                scenario.setdefault("json", []).append(hey(target, key, big_json, "application/json",
+                                                           concurrency=1, requests_=10))
+                scenario.setdefault("csv", []).append(hey(target, key, big_csv, "text/csv", concurrency=1,
+                                                          requests_=10))
+            facts.setdefault("rss", []).append([c.memory_info().rss / 2 ** 20
+                                                for c in psutil.Process(process.pid).children()])
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
+    write_report(results, facts, ready_times)
+
+
+def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.",
+        "",
+        "Server: the production configuration (`gunicorn -c gunicorn.conf.py wsgi:app`, `AGSERVE_ENV=production`,",
+        "2 gthread workers, micro-batching on) on 127.0.0.1, driven by `hey` in its own process. Baseline: AutoGluon's",
+        "`predict_proba` in one process on the same rows, with math threads capped at 1 as in each worker.",
+        f"Every figure is the median of {RUNS} runs (a fresh server each run); single-row scenarios run {SECONDS} s.",
+        "",
+    ]
+    for name, result in results.items():
+        base, runs = result["baseline"], {k: median_of(v) for k, v in result["runs"].items()}
+        c1, c32, js, cs = runs["c1"], runs["c32"], runs["json"], runs["csv"]
+        title = {"iris": "iris demo model (random forest, 4 numeric features; what `make run` serves)",
+                 "mixed": "mixed-type model (LightGBM; numeric, integer, category, boolean, datetime, text)"}[name]
+        lines += [
+            f"## {title}",
+            "",
+            "| Scenario | Server | In-process baseline | Ratio | Target | p50 / p95 / p99 ms | Errors |",
+            "|---|---|---|---|---|---|---|",
+            f"| 1 row, concurrency 1 | p50 {c1['p50']:.2f} ms | p50 {base['p50_ms']:.2f} ms | "
+            f"{c1['p50'] / base['p50_ms']:.2f}× | ≤ 1.3× | {c1['p50']:.1f} / {c1['p95']:.1f} / {c1['p99']:.1f} | "
+            f"{c1['errors']:.0f} |",
+            f"| 1 row, concurrency 32 | {c32['throughput']:.0f} req/s | {base['rate']:.0f} calls/s sequential | "
+            f"{c32['throughput'] / base['rate']:.2f}× | ≥ 4×, p99 ≤ 50 ms, 0 errors | "
+            f"{c32['p50']:.1f} / {c32['p95']:.1f} / {c32['p99']:.1f} | {c32['errors']:.0f} |",
+            f"| 10,000 rows, JSON records | {BIG / js['p50'] * 1000:.0f} rows/s | {base['big_rows_per_s']:.0f} rows/s | "
+            f"{BIG / js['p50'] * 1000 / base['big_rows_per_s']:.2f}× | ≥ 0.5× | "
+            f"{js['p50']:.0f} / {js['p95']:.0f} / {js['p99']:.0f} | {js['errors']:.0f} |",
+            f"| 10,000 rows, CSV | {BIG / cs['p50'] * 1000:.0f} rows/s | {base['big_rows_per_s']:.0f} rows/s | "
+            f"{BIG / cs['p50'] * 1000 / base['big_rows_per_s']:.2f}× | ≥ 0.7× | "
+            f"{cs['p50']:.0f} / {cs['p95']:.0f} / {cs['p99']:.0f} | {cs['errors']:.0f} |",
+            "",
+        ]
+    lines += [
+        "## Reading the figures",
+        "",
+        "- The load generator, both workers and their batcher threads share the machine's two cores: at concurrency 32",
+        "  the CPU is saturated, so latency there is queueing (mean latency ≈ 32 ÷ throughput). Micro-batching is what",
+        "  lifts throughput above the sequential in-process rate; the p99 ≤ 50 ms target would need about 1,000 req/s",
+        "  with a tight spread, which this machine does not reach with the load generator on it.",
+        "- Workers share one listening socket, so the kernel does not spread connections evenly; `reuse_port` (one",
+        "  socket per worker) gave no better p99 here and resets the connections queued on a worker when it is",
+        "  recycled, so it is not used.",
+        "- p95/p99 of the 10,000-row scenarios are over 10 requests per run (p95 = p99 = the slowest).",
+        "",
+    ]
+    rss = [statistics.median(values) for values in zip(*facts["rss"])]
+    lines += [
+        "## Start-up and memory",
+        "",
+        f"- From `gunicorn` start to `/health/ready` with both workers loaded (2 models each): "
+        f"{statistics.median(ready_times):.1f} s (median of {len(ready_times)}).",
+        f"- Resident memory per worker after the runs: {', '.join(f'{r:.0f} MiB' for r in rss)}.",
+        "",
+        "Rerun with `make bench` (`BENCH_RUNS`, `BENCH_SECONDS` to change the counts). Ratios compare the server to the",
+        "in-process baseline measured in the same run; absolute figures depend on the machine.",
+    ]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
+    log("wrote BENCHMARKS.md")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

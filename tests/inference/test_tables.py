@@ -1,0 +1,87 @@
+"""The fast column-wise validation agrees with the marshmallow schema on every value it accepts."""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from marshmallow import ValidationError
+
+from app.inference.tables import ColumnValidator, SlowPath, Table, table_from_records
+from app.schemas import build_row_schema, validate_rows
+
+FEATURES = [{"name": "num", "kind": "numeric"}, {"name": "cnt", "kind": "integer"},
+            {"name": "color", "kind": "category"}, {"name": "flag", "kind": "boolean"},
+            {"name": "when", "kind": "datetime"}, {"name": "note", "kind": "text"}]
+CANDIDATES = [None, 0, 1, -7, 3.0, 3.5, 1e300, 10 ** 400, float("inf"), float("nan"), True, False, "", " ", "1",
+              "3.0", "3.5", " 2 ", "1e3", "1_000", "inf", "nan", "abc", "true", "False", "yes", "off", "T",
+              "2024-01-02", "2024-01-02T03:04:05Z", " 2024-05-06T07:08:09+02:00 ", "2024-13-01", "red",
+              "  padded  ", [1], {"a": 1}, 2 ** 60]
+
+LIKELY = {
+    "numeric": [None, 0, 1, -7, 3.0, 3.5, 1e300, 2 ** 60, -0.0],
+    "integer": [None, 0, 1, -7, 3.0, 2 ** 60, 2 ** 53 + 1],
+    "category": [None, "red", "  padded  ", "", "1"],
+    "boolean": [None, True, False],
+    "datetime": [None, "2024-01-02", "2024-01-02T03:04:05", " 2024-05-06T07:08:09 "],
+    "text": [None, "a b c", " x ", ""],
+}
+
+
+def draw(rng, kind):
+    return rng.choice(LIKELY[kind]) if rng.random() < 0.93 else rng.choice(CANDIDATES)
+
+
+def canonical(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return value
+
+
+@pytest.mark.parametrize("bounds", [None, {"num": {"minimum": -5, "maximum": 5}, "color": {"enum": ["red", "1"]},
+                                           "note": {"max_length": 3}}])
+def test_fast_path_accepts_only_what_marshmallow_accepts_and_converts_the_same(bounds):
+    schema = build_row_schema("m", FEATURES, bounds)
+    validator = ColumnValidator(schema)
+    rng = random.Random(7)
+    accepted_fast = 0
+    for _ in range(3000):
+        rows = [{f["name"]: draw(rng, f["kind"]) for f in FEATURES} for _ in range(rng.randint(1, 3))]
+        table = table_from_records(rows, [f["name"] for f in FEATURES])
+        try:
+            fast = validator.convert(table)
+        except SlowPath:
+            continue
+        accepted_fast += 1
+        expected = validate_rows(schema, rows)  # raises if marshmallow refuses what the fast path took
+        for name, column in fast.items():
+            values = column.tolist() if isinstance(column, np.ndarray) else column
+            want = [row[name] for row in expected]
+            if FEATURES[[f["name"] for f in FEATURES].index(name)]["kind"] in ("numeric", "integer"):
+                want = [float("nan") if v is None else float(v) for v in want]
+            assert list(map(canonical, values)) == list(map(canonical, want)), (name, rows)
+    assert accepted_fast > 100
+
+
+def test_values_the_fast_path_refuses_get_marshmallows_verdict():
+    schema = build_row_schema("m", FEATURES)
+    validator = ColumnValidator(schema)
+    rows = [{"num": "1_000", "cnt": "3.0", "color": "x", "flag": 1, "when": "2024-01-01", "note": None}]
+    with pytest.raises(SlowPath):
+        validator.convert(table_from_records(rows, [f["name"] for f in FEATURES]))
+    assert validate_rows(schema, rows)[0] == {"num": 1000.0, "cnt": 3, "color": "x", "flag": True,
+                                              "when": "2024-01-01", "note": None}
+    with pytest.raises(ValidationError):
+        validate_rows(schema, [dict(rows[0], cnt="3.5")])
+
+
+def test_csv_text_is_converted_column_wise():
+    schema = build_row_schema("m", FEATURES)
+    table = Table({"num": ["1.5", None, " 2 "], "cnt": ["3", "4.0", None], "color": [" red", "blue", None],
+                   "flag": ["true", "0", None], "when": ["2024-01-01", None, "2024-02-03T04:05:06"],
+                   "note": ["a b", None, "c"]}, 3)
+    columns = ColumnValidator(schema).convert(table)
+    assert columns["num"].tolist()[0] == 1.5 and math.isnan(columns["num"][1]) and columns["num"][2] == 2.0
+    assert columns["cnt"].tolist()[:2] == [3.0, 4.0] and columns["color"] == ["red", "blue", None]
+    assert columns["flag"] == [True, False, None]
