@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,10 @@ def json_value(value: Any) -> Any:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, pd.Timestamp):
+    if isinstance(value, (pd.Timestamp, datetime, date)):
         return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
     return value
 
 

@@ -49,7 +49,7 @@ def test_named_models_through_gunicorn(server, in_process, dataset, name):
 
 
 def test_concurrent_requests_each_get_their_own_rows(server, in_process, dataset):
-    base, http = server.base, server.session()
+    base = server.base
     _, test = dataset
     frame = test[FEATURES]
 

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from app.frames import json_value
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -87,8 +88,8 @@ def build_manifest(predictor, predictor_dir: Path, *, name: str, version: str,
         "files": file_checksums(predictor_dir),
         "problem_type": problem_type,
         "label": predictor.label,
-        "class_labels": _jsonable(list(predictor.class_labels)) if predictor.class_labels is not None else None,
-        "positive_class": _jsonable(predictor.positive_class) if problem_type == "binary" else None,
+        "class_labels": json_value(list(predictor.class_labels)) if predictor.class_labels is not None else None,
+        "positive_class": json_value(predictor.positive_class) if problem_type == "binary" else None,
         "quantile_levels": list(predictor.quantile_levels) if problem_type == "quantile" else None,
         "eval_metric": predictor.eval_metric.name,
         "model_best": predictor.model_best,
@@ -117,59 +118,44 @@ def describe_reference(predictor, data: pd.DataFrame, features: list[dict[str, A
     labelled = data[data[predictor.label].notna()] if predictor.label in data.columns else None
     if labelled is not None and len(labelled):
         scores = predictor.evaluate(labelled, silent=True)
-        reference["scores"] = {k: _jsonable(v) for k, v in scores.items()}
+        reference["scores"] = {k: json_value(v) for k, v in scores.items()}
         # Permutation importance is costly and needs labels: computed once here, never per request.
         importance = predictor.feature_importance(
             labelled, subsample_size=min(len(labelled), 1000), num_shuffle_sets=3, silent=True)
         reference["feature_importance"] = {
-            str(feature): {k: _jsonable(row[k]) for k in ("importance", "stddev", "p_value") if k in row}
+            str(feature): {k: json_value(row[k]) for k in ("importance", "stddev", "p_value") if k in row}
             for feature, row in importance.iterrows()
         }
     return reference
 
 
 def _feature_stats(column: pd.Series, kind: str) -> dict[str, Any]:
-    stats: dict[str, Any] = {"null_share": _jsonable(float(column.isna().mean()))}
+    stats: dict[str, Any] = {"null_share": json_value(float(column.isna().mean()))}
     present = column.dropna()
     if kind in ("numeric", "integer") and len(present):
         values = pd.to_numeric(present, errors="coerce").dropna().astype(float)
         stats.update({
-            "mean": _jsonable(values.mean()), "std": _jsonable(values.std()),
-            "min": _jsonable(values.min()), "max": _jsonable(values.max()),
-            "quantiles": [_jsonable(q) for q in np.quantile(values, np.linspace(0.1, 0.9, 9))],
+            "mean": json_value(values.mean()), "std": json_value(values.std()),
+            "min": json_value(values.min()), "max": json_value(values.max()),
+            "quantiles": [json_value(q) for q in np.quantile(values, np.linspace(0.1, 0.9, 9))],
         })
     elif kind in ("category", "boolean"):
         shares = present.astype(str).value_counts(normalize=True)
-        stats["categories"] = {str(k): _jsonable(v) for k, v in shares.head(100).items()}
-        stats["other_share"] = _jsonable(float(shares.iloc[100:].sum()))
+        stats["categories"] = {str(k): json_value(v) for k, v in shares.head(100).items()}
+        stats["other_share"] = json_value(float(shares.iloc[100:].sum()))
     elif kind == "datetime" and len(present):
         moments = pd.to_datetime(present, errors="coerce").dropna()
         if len(moments):
             stats.update({"min": moments.min().isoformat(), "max": moments.max().isoformat()})
     elif kind == "text":
-        stats["mean_length"] = _jsonable(present.astype(str).str.len().mean()) if len(present) else None
+        stats["mean_length"] = json_value(present.astype(str).str.len().mean()) if len(present) else None
     return stats
 
 
 def _sample_row(frame: pd.DataFrame) -> dict[str, Any]:
     """The most complete row (fewest missing values), used for warm-up and as an example request."""
     row = frame.iloc[int(frame.isna().sum(axis=1).to_numpy().argmin())]
-    return {str(k): _jsonable(v) for k, v in row.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-safe Python value: numpy scalars unwrapped, NaN as None, timestamps as ISO text."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (pd.Timestamp, datetime, date)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+    return {str(k): json_value(v) for k, v in row.items()}
 
 
 def write_manifest(version_dir: Path, manifest: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 
 import pytest
-import requests
 
 from app.inference import ModelRepository
 from app.inference.manifest import file_checksums
