@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install demo run test bench clean help
+.PHONY: install system-packages demo run test bench clean help
 
 help:
 	@echo "make run    set up, train+import the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
@@ -25,13 +25,18 @@ $(STAMP):
 
 install: $(STAMP)
 
+# Debian packages the tests use for real: promtool (metrics check).
+system-packages:
+	@command -v promtool >/dev/null || { echo "installing promtool (Debian package prometheus)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
 demo: install
 	$(BIN)/agserve demo --bind $(AGSERVE_BIND)
 
 run: demo
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: install
+test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -4,16 +4,34 @@ The master never imports AutoGluon: each worker builds the app (wsgi.py) after t
 persists and warms up its own copy of every served model before it accepts a request.
 """
 import os
+import shutil
 import sys
+import tempfile
 
-from app.auth import check_startup
 from app.config import ConfigError, load_settings, math_threads
 from app.threads import export_thread_limits
 
 try:
     _settings = load_settings()
-    check_startup(_settings)
 except ConfigError as exc:  # one clear line, and the master never starts
+    sys.stderr.write(f"agserve: configuration error: {exc}\n")
+    sys.exit(2)
+
+# --- Math threads ----------------------------------------------------------------------------
+# Rule: workers × math threads ≤ cores. Exported first, so OpenMP/BLAS read it whenever they load.
+export_thread_limits(math_threads(_settings))
+
+# --- Metrics: one folder of prometheus_client files for all workers, emptied when the master starts --------
+# Set before anything imports prometheus_client, so every worker writes there from its first metric.
+_metrics_dir = _settings["METRICS_DIR"] or os.path.join(
+    "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(), f"agserve-metrics-{os.getpid()}")
+os.environ["AGSERVE_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+from app.auth import check_startup  # noqa: E402  (after the environment above is set)
+
+try:
+    check_startup(_settings)
+except ConfigError as exc:
     sys.stderr.write(f"agserve: configuration error: {exc}\n")
     sys.exit(2)
 
@@ -29,9 +47,24 @@ threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False
 
-# --- Math threads ----------------------------------------------------------------------------
-# Rule: workers × math threads ≤ cores. Exported before the fork so OpenMP/BLAS read it when they load.
-export_thread_limits(math_threads(_settings))
+
+# --- Metrics hooks ---------------------------------------------------------------------------
+def on_starting(server):
+    """Start every server with empty metrics (counters of an earlier run must not leak in)."""
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir)
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges go; its counters stay counted."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def on_exit(server):
+    if not _settings["METRICS_DIR"]:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
 
 # --- Timeouts and recycling ------------------------------------------------------------------
 timeout = _settings["TIMEOUT"]  # silent worker killed after this many seconds (above the slowest request)

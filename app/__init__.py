@@ -48,9 +48,9 @@ def register_auth(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import admin, health, models, prediction
+    from app.api import admin, health, metrics, models, prediction
     from app.auth import undeclared_routes
-    for module in (health, prediction, models, admin):
+    for module in (health, prediction, models, admin, metrics):
         app.register_blueprint(module.bp)
     if undeclared_routes(app):  # deny by default: a route must say who may call it
         raise RuntimeError(f"routes without @public or @require_scope: {', '.join(undeclared_routes(app))}")

@@ -179,6 +179,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_LEEWAY", 30, _non_negative_int, "Seconds of clock skew allowed on `exp`, `nbf` and `iat`."),
     Setting("JWT_MAX_TTL", 3600, _positive_int, "Longest lifetime, in seconds, of a token issued by the server."),
     Setting("DEBUG", False, _boolean, "Flask debug mode; refused in production."),
+    Setting("METRICS_DIR", "", _text, "Folder of prometheus_client's multiprocess files; empty: gunicorn.conf.py makes a fresh one under /dev/shm per server (and without gunicorn, metrics stay in the process)."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),

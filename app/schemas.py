@@ -171,7 +171,7 @@ def _duration(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
-SCOPE_CHOICES = ("predict", "model_info", "admin")
+SCOPE_CHOICES = ("predict", "model_info", "admin", "metrics")
 
 
 class KeyRequest(StrictSchema):

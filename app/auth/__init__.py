@@ -15,7 +15,7 @@ from app.auth.tokens import TokenService, scopes_of
 from app.config import ConfigError
 from app.errors import ApiError
 
-SCOPES = ("predict", "model_info", "admin")
+SCOPES = ("predict", "model_info", "admin", "metrics")
 ACCESS = "_agserve_access"  # attribute naming a view's access rule: "public" or a scope
 
 
@@ -69,9 +69,14 @@ def authenticate() -> Principal:
             principal = Principal("key", record.id, frozenset(record.scopes))
     elif authorization is not None and key is None:
         scheme, _, token = authorization.partition(" ")
-        claims = tokens().verify(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-        if claims is not None:
-            principal = Principal("jwt", str(claims["sub"]), scopes_of(claims))
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if token.startswith("agk_"):  # an API key sent as a bearer token (Prometheus' scrape authorization)
+            record = keystore().verify(token)
+            principal = Principal("key", record.id, frozenset(record.scopes)) if record else None
+        elif token:
+            claims = tokens().verify(token)
+            if claims is not None:
+                principal = Principal("jwt", str(claims["sub"]), scopes_of(claims))
     if principal is None:
         raise _unauthorized("invalid credentials")
     g.principal = principal

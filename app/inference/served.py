@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from marshmallow import Schema, ValidationError
 
+from app import metrics
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
@@ -107,8 +108,11 @@ class ServedModel:
         return frame_from_columns(columns, self._kinds)
 
     def _predict_parts(self, parts: list[dict[str, Any]], counts: list[int]) -> list[Prediction]:
+        started = time.perf_counter()
         columns = parts[0] if len(parts) == 1 else merge_columns(parts, self._kinds)
         whole = self.predict_frame(self.frame(columns))
+        metrics.observe_batch(self.name, self.version, time.perf_counter() - started, sum(counts), len(counts))
+        metrics.observe_predictions(self.name, self.version, self.problem_type, whole.predictions)
         results, start = [], 0
         for count in counts:
             results.append(whole.slice(start, start + count))
@@ -136,5 +140,7 @@ class ServedModel:
         reference = self.manifest.get("reference") or {}
         row = reference.get("sample_row") or {f["name"]: None for f in self.features}
         started = time.perf_counter()
-        self.predict([row])
+        # The same path as a request, without the batcher and without counting it as traffic.
+        columns = self.validate_table(table_from_records([row], self.feature_names))
+        self.predict_frame(self.frame(columns))
         return (time.perf_counter() - started) * 1000

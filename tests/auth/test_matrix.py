@@ -38,6 +38,7 @@ def good_calls(app, row):
         ("POST", "/admin/models/<name>/promote"): lambda: ("/admin/models/binary/promote",
                                                            {"version": "2", "force": True}, 200),
         ("POST", "/admin/models/<name>/rollback"): with_history,
+        ("GET", "/metrics"): lambda: ("/metrics", None, 200),
     }
 
 
@@ -70,7 +71,7 @@ def credentials(app, scope):
     revoked, record = store.create("revoked", [scope])
     store.revoke(record.id)
     expired, _ = store.create("expired", [scope], expires_at=time.time() - 1)
-    others = [s for s in ("predict", "model_info", "admin") if s != scope]
+    others = [s for s in ("predict", "model_info", "admin", "metrics") if s != scope]
     wrong_scope, _ = store.create("wrong-scope", others)
     return [
         ("none", {}, 401),
@@ -86,6 +87,8 @@ def credentials(app, scope):
         ("jwt expired", {"Authorization": f"Bearer {hs_token(scope=scope, exp=int(time.time()) - 3600)}"}, 401),
         ("jwt wrong scope", {"Authorization": f"Bearer {hs_token(scope=' '.join(others))}"}, 403),
         ("jwt good", {"Authorization": f"Bearer {hs_token(scope=scope)}"}, None),
+        ("key as bearer", {"Authorization": f"Bearer {good}"}, None),
+        ("revoked key as bearer", {"Authorization": f"Bearer {revoked}"}, 401),
     ]
 
 
@@ -102,7 +105,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 14 * 13
+    assert len(outcomes) == 15 * 15
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):

@@ -1,0 +1,37 @@
+"""GET /metrics for Prometheus (scope `metrics`), and the per-request counters every route feeds."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, g, request
+
+from app import metrics
+from app.auth import require_scope
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.before_app_request
+def _start() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+@bp.after_app_request
+def _count(response):
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    model, version = g.get("model") or "", g.get("version") or ""
+    metrics.REQUESTS.labels(route, model, version, str(response.status_code)).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+    if response.status_code == 422 and model:
+        metrics.VALIDATION_FAILURES.labels(model).inc()
+    return response
+
+
+@bp.get("/metrics")
+@require_scope("metrics")
+def scrape():
+    """Prometheus text exposition, summed over every gunicorn worker."""
+    body, content_type = metrics.exposition(current_app.config["METRICS_DIR"])
+    return current_app.response_class(body, headers={"Content-Type": content_type})

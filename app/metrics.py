@@ -1,0 +1,62 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus_client's multiprocess mode).
+
+gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at AGSERVE_METRICS_DIR, empties it when the master starts and marks
+dead workers' files, before any worker imports prometheus_client. Without gunicorn (tests, flask run) metrics live in
+this process only.
+"""
+from __future__ import annotations
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
+                               multiprocess)
+from prometheus_client import REGISTRY as PROCESS_REGISTRY
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+REQUESTS = Counter("agserve_requests_total", "HTTP requests answered.", ["route", "model", "version", "status"])
+REQUEST_SECONDS = Histogram("agserve_request_seconds", "Whole-request latency.", ["route"], buckets=LATENCY_BUCKETS)
+MODEL_CALL_SECONDS = Histogram("agserve_model_call_seconds", "Latency of one model call (one batch).",
+                               ["model", "version"], buckets=LATENCY_BUCKETS)
+BATCH_ROWS = Histogram("agserve_batch_rows", "Rows per model call.", ["model"], buckets=BATCH_BUCKETS)
+BATCH_REQUESTS = Histogram("agserve_batch_requests", "Requests sharing one model call.", ["model"],
+                           buckets=BATCH_BUCKETS)
+ROWS_PREDICTED = Counter("agserve_rows_predicted_total", "Rows predicted.", ["model", "version"])
+PREDICTED_CLASSES = Counter("agserve_predicted_class_total", "Predicted labels of classifiers.",
+                            ["model", "version", "label"])
+PREDICTED_VALUES = Histogram("agserve_prediction_value", "Predicted values of regressors (median for quantile).",
+                             ["model", "version"],
+                             buckets=(-1e6, -1e4, -1e2, -10, -1, 0, 1, 10, 1e2, 1e4, 1e6))
+VALIDATION_FAILURES = Counter("agserve_validation_failures_total", "Requests refused by a model's input schema.",
+                              ["model"])
+
+
+def observe_batch(model: str, version: str, seconds: float, rows: int, requests: int) -> None:
+    MODEL_CALL_SECONDS.labels(model, version).observe(seconds)
+    BATCH_ROWS.labels(model).observe(rows)
+    BATCH_REQUESTS.labels(model).observe(requests)
+    ROWS_PREDICTED.labels(model, version).inc(rows)
+
+
+def observe_predictions(model: str, version: str, problem_type: str, predictions: list) -> None:
+    if problem_type in ("binary", "multiclass"):
+        counts: dict[str, int] = {}
+        for label in predictions:
+            counts[str(label)] = counts.get(str(label), 0) + 1
+        for label, count in counts.items():
+            PREDICTED_CLASSES.labels(model, version, label).inc(count)
+    else:
+        histogram = PREDICTED_VALUES.labels(model, version)
+        for value in predictions:
+            value = value.get("0.5") if isinstance(value, dict) else value
+            if isinstance(value, float) and value == value:
+                histogram.observe(value)
+
+
+def exposition(metrics_dir: str) -> tuple[bytes, str]:
+    """Every worker's metrics merged (or this process's when not under gunicorn), and the content type."""
+    if metrics_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    else:
+        registry = PROCESS_REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

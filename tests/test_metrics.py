@@ -1,0 +1,86 @@
+"""Prometheus metrics from a real 2-worker gunicorn: counters equal what was sent, promtool accepts them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.data import FEATURES, to_records
+from tests.servers import gunicorn, wait_until
+
+pytestmark = pytest.mark.server
+
+
+def scrape(server) -> str:
+    # Prometheus sends its credential as a bearer token; an API key with the metrics scope works there.
+    response = requests.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {server.key}"}, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    return response.text
+
+
+def samples(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_counters_equal_the_requests_sent_across_both_workers(repository_path, dataset, tmp_path):
+    rows = to_records(dataset[1][FEATURES].head(3))
+    sent = {"200": 0, "422": 0, "404": 0}
+    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="binary") as server:
+        headers = {"X-API-Key": server.key, "Connection": "close"}
+        pids = server.worker_pids()
+        for index, pid in enumerate(pids):
+            with server.only_worker(pid):  # every worker answers its share
+                for i in range(12 + index * 5):
+                    body = {"data": rows} if i % 4 else {"data": [dict(rows[0], num="bad")]}
+                    status = requests.post(f"{server.base}/models/binary/predict", json=body, headers=headers,
+                                           timeout=10).status_code
+                    sent[str(status)] += 1
+                missing = requests.post(f"{server.base}/models/ghost/predict", json={"data": rows}, headers=headers,
+                                        timeout=10)
+                sent[str(missing.status_code)] += 1
+        assert sent["200"] > 0 and sent["422"] > 0 and sent["404"] == 2
+
+        text = scrape(server)
+        route = "/models/<name>/predict"
+        for status, count in sent.items():
+            assert samples(text, "agserve_requests_total", route=route, status=status) == count, status
+        assert samples(text, "agserve_rows_predicted_total", model="binary") == 3 * sent["200"]
+        assert samples(text, "agserve_predicted_class_total", model="binary") == 3 * sent["200"]
+        assert samples(text, "agserve_validation_failures_total", model="binary") == sent["422"]
+        assert samples(text, "agserve_request_seconds_count", route=route) == sum(sent.values())
+        assert samples(text, "agserve_batch_rows_sum", model="binary") == 3 * sent["200"]
+
+        metrics_file = tmp_path / "metrics.txt"
+        metrics_file.write_text(text)
+        checked = subprocess.run(["promtool", "check", "metrics"], stdin=open(metrics_file), capture_output=True,
+                                 text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+        # A worker killed outright: its requests stay counted, and its replacement adds to the same totals.
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(server.worker_pids()) != 2 or pids[0] in server.worker_pids()):
+            time.sleep(0.2)
+        wait_until(f"{server.base}/health/ready", 60)
+        after = scrape(server)
+        assert samples(after, "agserve_requests_total", route=route, status="200") == sent["200"]
+        assert samples(after, "agserve_rows_predicted_total", model="binary") == 3 * sent["200"]
+
+
+def test_metrics_need_the_metrics_scope(repository_path):
+    with gunicorn(repository_path, workers=1, AGSERVE_MODELS="binary") as server:
+        predict_only = server.session().post(f"{server.base}/admin/keys", json={"owner": "app", "scopes": ["predict"]},
+                                             timeout=10).json()["key"]
+        assert requests.get(f"{server.base}/metrics", timeout=10).status_code == 401
+        assert requests.get(f"{server.base}/metrics", headers={"X-API-Key": predict_only},
+                            timeout=10).status_code == 403
