@@ -62,7 +62,7 @@ def register_commands(app: Flask) -> None:
 
 
 def register_models(app: Flask) -> None:
-    """Open the repository; in a serving process, load and warm up every served model now."""
+    """Open the repository and the prediction log; in a serving process, load and warm up every model now."""
     from app.config import math_threads
     from app.inference import ModelRegistry, ModelRepository
     from app.threads import apply_thread_limits
@@ -70,6 +70,12 @@ def register_models(app: Flask) -> None:
     registry = ModelRegistry(ModelRepository(app.config["MODEL_REPOSITORY"]),
                              names=app.config["MODELS"], default=app.config["DEFAULT_MODEL"])
     app.extensions["agserve.models"] = registry
+    if app.config["PREDICTION_LOG_DIR"]:
+        from app.predictionlog import PredictionLog
+
+        app.extensions["agserve.prediction_log"] = PredictionLog(
+            app.config["PREDICTION_LOG_DIR"], app.config["PREDICTION_LOG_SAMPLE"], app.config["PREDICTION_LOG_DROP"],
+            app.config["PREDICTION_LOG_MAX_MB"] * 2 ** 20, app.config["PREDICTION_LOG_ROTATE_SECONDS"])
     if app.config["LOAD_MODELS_ON_START"]:
         registry.load_all(app.config)
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))

@@ -109,6 +109,11 @@ def _name_list(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _field_list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
 def _model_name_or_empty(value: Any) -> str:
     text = _text(value)
     if text and not MODEL_NAME.fullmatch(text):
@@ -179,6 +184,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_LEEWAY", 30, _non_negative_int, "Seconds of clock skew allowed on `exp`, `nbf` and `iat`."),
     Setting("JWT_MAX_TTL", 3600, _positive_int, "Longest lifetime, in seconds, of a token issued by the server."),
     Setting("DEBUG", False, _boolean, "Flask debug mode; refused in production."),
+    Setting("PREDICTION_LOG_DIR", "", _text, "Folder of the prediction log (JSON lines per worker, for retraining and audit); empty: off. Production sets var/predictions."),
+    Setting("PREDICTION_LOG_SAMPLE", 1.0, _fraction, "Share of requests whose rows are logged."),
+    Setting("PREDICTION_LOG_DROP", (), _field_list, "Comma-separated input fields never written to the prediction log (privacy)."),
+    Setting("PREDICTION_LOG_MAX_MB", 64, _positive_int, "Size at which a worker starts a new prediction-log file."),
+    Setting("PREDICTION_LOG_ROTATE_SECONDS", 3600, _positive_int, "Age at which a worker starts a new prediction-log file."),
     Setting("METRICS_DIR", "", _text, "Folder of prometheus_client's multiprocess files; empty: gunicorn.conf.py makes a fresh one under /dev/shm per server (and without gunicorn, metrics stay in the process)."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)

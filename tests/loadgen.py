@@ -1,6 +1,7 @@
 """A load client for tests, run as its own process: python -m tests.loadgen URL KEY SECONDS THREADS RATE OUT BODY.
 
-Each line of OUT is one response: {"t": unix time at completion, "status": code, "version": model version or null}.
+Each line of OUT is one response: {"t": unix time at completion, "status": code, "version": model version or null,
+"request_id": the answer's request id or null}.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def run(url: str, key: str, seconds: float, threads: int, rate: float, out: str,
         while time.time() < deadline:
             try:
                 response = session.post(url, data=body, timeout=30)
-                version = response.json().get("model_info", {}).get("version") if response.ok else None
-                record = {"t": time.time(), "status": response.status_code, "version": version}
+                answer = response.json() if response.ok else {}
+                record = {"t": time.time(), "status": response.status_code,
+                          "version": answer.get("model_info", {}).get("version"),
+                          "request_id": answer.get("request_id")}
             except (requests.RequestException, ValueError) as exc:
                 record = {"t": time.time(), "status": 0, "version": None, "error": type(exc).__name__}
             with lock:

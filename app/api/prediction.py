@@ -44,6 +44,9 @@ def _predict(name: str | None):
     table = read_table(model, current_app.config["MAX_ROWS"])
     g.rows = table.n
     result = model.predict_table(table)
+    log = current_app.extensions.get("agserve.prediction_log")
+    if log is not None:  # before the answer leaves: a prediction answered is a prediction logged
+        log.write(g.request_id, model.name, model.version, result.inputs, result.predictions, result.probabilities)
     if answer_type == CSV:
         return csv_answer(model, result)
     return jsonify({

@@ -34,6 +34,7 @@ class Prediction:
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None
     columns: list[str] | None = None  # class labels, or quantile levels, in output order
+    inputs: dict[str, Any] | None = None  # the validated input columns these predictions answer
 
     def slice(self, start: int, stop: int) -> "Prediction":
         probabilities = None if self.probabilities is None else self.probabilities[start:stop]
@@ -95,10 +96,14 @@ class ServedModel:
     def predict_table(self, table: Table) -> Prediction:
         """Validate, then predict in one model call (shared with concurrent requests when batching)."""
         if self.batcher is None:
-            return self._predict_parts([self.validate_table(table)], [table.n])[0]
-        with self.batcher.ticket() as ticket:
             columns = self.validate_table(table)
-            return ticket.submit(columns, table.n)
+            result = self._predict_parts([columns], [table.n])[0]
+        else:
+            with self.batcher.ticket() as ticket:
+                columns = self.validate_table(table)
+                result = ticket.submit(columns, table.n)
+        result.inputs = columns
+        return result
 
     def predict(self, rows: list[Any]) -> Prediction:
         """Predict a list of row objects."""
