@@ -79,5 +79,6 @@ def _finish_request(response):
             "method": request.method, "path": request.path, "status": response.status_code,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
             "model": g.get("model"), "version": g.get("version"), "rows": g.get("rows"),
+            "client": g.principal.name if g.get("principal") else None,  # key id or JWT subject, never a secret
         })
     return response

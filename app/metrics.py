@@ -52,11 +52,21 @@ def observe_predictions(model: str, version: str, problem_type: str, predictions
                 histogram.observe(value)
 
 
+def _registry(metrics_dir: str):
+    """Every worker's metrics merged (multiprocess mode), or this process's when not under gunicorn."""
+    if not metrics_dir:
+        return PROCESS_REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    return registry
+
+
 def exposition(metrics_dir: str) -> tuple[bytes, str]:
-    """Every worker's metrics merged (or this process's when not under gunicorn), and the content type."""
-    if metrics_dir:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-    else:
-        registry = PROCESS_REGISTRY
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    """The text exposition and its content type."""
+    return generate_latest(_registry(metrics_dir)), CONTENT_TYPE_LATEST
+
+
+def requests_served(metrics_dir: str) -> int:
+    """All requests answered so far, summed over every worker."""
+    return int(sum(sample.value for family in _registry(metrics_dir).collect() if family.name == "agserve_requests"
+                   for sample in family.samples if sample.name == "agserve_requests_total"))

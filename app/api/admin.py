@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
+from app import status
 from app.api import load_body, served_models
 from app.auth import audit, keystore, require_scope, tokens
 from app.auth.keys import parse_duration
@@ -99,3 +100,10 @@ def rollback_version(name: str):
     result = rollback(repository(), name)
     audit("model.rollback", f"{name}/{result['active']}", **result)
     return jsonify(result)
+
+
+@bp.get("/status")
+@require_scope("admin")
+def server_status():
+    """CPU, memory and disk of the master and every worker, uptime, requests served, and this worker's models."""
+    return jsonify(status.collect(current_app.config, served_models(), request.environ.get("SERVER_SOFTWARE", "")))

@@ -39,6 +39,7 @@ def good_calls(app, row):
                                                            {"version": "2", "force": True}, 200),
         ("POST", "/admin/models/<name>/rollback"): with_history,
         ("GET", "/metrics"): lambda: ("/metrics", None, 200),
+        ("GET", "/admin/status"): lambda: ("/admin/status", None, 200),
     }
 
 
@@ -105,7 +106,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 15 * 15
+    assert len(outcomes) == 16 * 15
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):
