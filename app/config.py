@@ -44,34 +44,25 @@ def _int(value: Any) -> int:
     raise ValueError("must be an integer")
 
 
-def _fraction(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be a number between 0 and 1") from None
-    if not 0 < number <= 1:
-        raise ValueError("must be a number between 0 and 1")
-    return number
+def _number(low: float, high: float, unit: str, low_open: bool = False) -> Callable[[Any], float]:
+    """A parser for a number in [low, high] (or (low, high] when low_open)."""
+    message = f"must be a number of {unit} between {low:g} and {high:g}" if unit else \
+        f"must be a number between {low:g} and {high:g}"
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(message) from None
+        if not (low < number if low_open else low <= number) or not number <= high:
+            raise ValueError(message)
+        return number
+    return parse
 
 
-def _seconds(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be a number of seconds") from None
-    if not 0 <= number <= 3600:
-        raise ValueError("must be between 0 and 3600 seconds")
-    return number
-
-
-def _milliseconds(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("must be a number of milliseconds") from None
-    if not 0 <= number <= 1000:
-        raise ValueError("must be between 0 and 1000 milliseconds")
-    return number
+_fraction = _number(0, 1, "", low_open=True)
+_seconds = _number(0, 3600, "seconds")
+_milliseconds = _number(0, 1000, "milliseconds")
 
 
 def _boolean(value: Any) -> bool:
