@@ -1,4 +1,8 @@
-"""The prediction log, for retraining and audit: one JSON line per predicted row, in files under a directory.
+"""The prediction log, for retraining and audit: one JSON line per request, in files under a directory.
+
+A line holds the request's rows column by column ("inputs": {feature: [values]}), its "predictions" and
+"probabilities" in row order, and "rows"; row i is prediction `<request_id>:<i>`. One line per request keeps logging
+10,000 rows to one encoder call instead of 10,000.
 
 Each worker appends to its own file (no interleaving between processes); a request's lines go out in one write()
 on an O_APPEND descriptor before its response is sent, so a killed worker leaves only whole lines behind and never
@@ -6,7 +10,6 @@ loses a prediction it answered. Files rotate by size and age; rows can be sample
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import threading
@@ -15,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import orjson
 
 
@@ -35,29 +37,23 @@ class PredictionLog:
         self._sequence = 0
 
     def write(self, request_id: str, model: str, version: str, inputs: dict[str, Any], predictions: list[Any],
-              probabilities: list[dict[str, float]] | None) -> int:
-        """Log one request's rows (or none, by sampling); return how many lines were written."""
+              probabilities: list[dict[str, float]] | None) -> bool:
+        """Log one request (unless sampled out); return whether it was written."""
         if self.sample_rate < 1 and random.random() >= self.sample_rate:
-            return 0
-        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        names = [name for name in inputs if name not in self.drop_fields]
-        columns = [_plain(inputs[name]) for name in names]
-        lines = []
-        for index, prediction in enumerate(predictions):
-            record = {"time": at, "request_id": request_id, "prediction_id": f"{request_id}:{index}",
-                      "model": model, "version": version,
-                      "inputs": {name: column[index] for name, column in zip(names, columns)},
-                      "prediction": prediction,
-                      "probabilities": probabilities[index] if probabilities is not None else None}
-            lines.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
-        data = b"\n".join(lines) + b"\n"
+            return False
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                  "request_id": request_id, "model": model, "version": version, "rows": len(predictions),
+                  "inputs": {name: column for name, column in inputs.items() if name not in self.drop_fields},
+                  "predictions": predictions, "probabilities": probabilities}
+        # numpy columns go straight to the encoder; NaN becomes null.
+        data = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         with self._lock:
             fd = self._file(len(data))
             view = memoryview(data)
             while view:  # one write() in practice; a partial write is finished before anyone else writes
                 view = view[os.write(fd, view):]
             self._size += len(data)
-        return len(lines)
+        return True
 
     def _file(self, incoming: int) -> int:
         now = time.time()
@@ -73,9 +69,3 @@ class PredictionLog:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             self._pid, self._opened, self._size = os.getpid(), now, 0
         return self._fd
-
-
-def _plain(column: Any) -> list[Any]:
-    """A column as JSON-ready values (NaN as null)."""
-    values = column.tolist() if isinstance(column, np.ndarray) else list(column)
-    return [None if isinstance(v, float) and math.isnan(v) else v for v in values]

@@ -36,19 +36,20 @@ def test_logged_rows_are_the_answered_rows(repository_path, dataset, tmp_path):
     quantile = client.post("/models/quantile/predict", json={"data": rows[:1]}).get_json()
 
     lines = read_log(tmp_path / "log")
-    assert [line["prediction_id"] for line in lines[:4]] == [f"r-1:{i}" for i in range(4)]
-    assert [line["prediction"] for line in lines[:4]] == body["predictions"]
-    assert [line["probabilities"] for line in lines[:4]] == body["probabilities"]
-    expected_inputs = [{k: v for k, v in row.items() if k != "note"} for row in rows]
-    assert [line["inputs"] for line in lines[:4]] == expected_inputs
-    assert all(line["model"] == "binary" and line["version"] == "1" and line["time"].endswith("Z")
-               for line in lines[:4])
-    assert len(lines) == 5 and lines[4]["prediction"] == quantile["predictions"][0]
+    assert len(lines) == 2  # the refused request is not logged
+    first, second = lines
+    assert first["request_id"] == "r-1" and first["rows"] == 4
+    assert first["predictions"] == body["predictions"] and first["probabilities"] == body["probabilities"]
+    logged_rows = [dict(zip(first["inputs"], values)) for values in zip(*first["inputs"].values())]
+    assert logged_rows == [{k: v for k, v in row.items() if k != "note"} for row in rows]
+    assert first["model"] == "binary" and first["version"] == "1" and first["time"].endswith("Z")
+    assert second["model"] == "quantile" and second["predictions"] == quantile["predictions"]
+    assert second["probabilities"] is None
 
 
 def test_sampling_and_rotation(tmp_path):
     nothing = PredictionLog(tmp_path / "none", sample_rate=0.0)
-    assert nothing.write("a", "m", "1", {"x": [1.0]}, [0], None) == 0
+    assert nothing.write("a", "m", "1", {"x": [1.0]}, [0], None) is False
     assert not (tmp_path / "none").exists()
 
     half = PredictionLog(tmp_path / "half", sample_rate=0.5)
@@ -60,7 +61,7 @@ def test_sampling_and_rotation(tmp_path):
         small.write(f"r{i}", "m", "1", {"x": [float(i)]}, [i], None)
     files = list((tmp_path / "small").glob("*.jsonl"))
     assert len(files) > 3 and all(f.stat().st_size <= 1000 for f in files)
-    assert sorted(line["prediction"] for line in read_log(tmp_path / "small")) == list(range(50))
+    assert sorted(line["predictions"][0] for line in read_log(tmp_path / "small")) == list(range(50))
 
 
 @pytest.mark.server
@@ -82,7 +83,8 @@ def test_a_killed_worker_loses_no_answered_prediction_and_leaves_whole_lines(rep
     logged = {line["request_id"] for line in logged_lines}
     assert len(answered) > 500
     assert answered <= logged, "an answered prediction is missing from the log"
-    assert len(logged_lines) == 2 * len(logged), "each logged request has both its rows"
+    assert len(logged_lines) == len(logged) and all(line["rows"] == 2 == len(line["predictions"])
+                                                    for line in logged_lines)
     # Written before the answer leaves: only requests cut off by the kill may be logged without an answer
     # (each of the 8 load threads can lose the request in flight and one kept-alive connection to that worker).
     assert len(logged - answered) <= cut_off <= 16

@@ -62,7 +62,10 @@ def read_table(model: ServedModel, max_rows: int) -> Table:
     """The request's rows as a table, refusing bad bodies before any row is validated."""
     body = read_body((JSON, CSV))
     if request.mimetype == CSV:
-        return _check_rows(_csv_table(body, model), max_rows)
+        table = _csv_table(body, model, max_rows)
+        if table.n > max_rows:  # parsing stopped one row past the limit
+            raise ApiError(413, f"too many rows: more than {max_rows}", {"max_rows": max_rows})
+        return _check_rows(table, max_rows)
     document = parse_json(body)
     if not isinstance(document, dict) or "data" not in document:
         raise ApiError(422, 'request body must be a JSON object with "data": rows, or the split orientation',
@@ -84,9 +87,10 @@ def read_table(model: ServedModel, max_rows: int) -> Table:
     return _check_rows(table_from_records(data, model.feature_names), max_rows)
 
 
-def _csv_table(body: bytes, model: ServedModel) -> Table:
+def _csv_table(body: bytes, model: ServedModel, max_rows: int) -> Table:
     numeric = {f["name"]: "float64" for f in model.features if f["kind"] in ("numeric", "integer")}
-    options = dict(keep_default_na=False, na_values=[""], encoding="utf-8", encoding_errors="strict")
+    options = dict(keep_default_na=False, na_values=[""], encoding="utf-8", encoding_errors="strict",
+                   nrows=max_rows + 1)
     try:
         try:  # numeric features parsed by pandas at C speed; any odd cell sends the whole body to the text path
             frame = pd.read_csv(io.BytesIO(body), dtype=defaultdict(lambda: str, numeric), **options)
