@@ -287,9 +287,9 @@ def demo_command(bind: str) -> None:
         click.echo(f"imported {imported.name} version {imported.version}")
     key = "$AGSERVE_KEY"
     if _keystore().active_count() == 0:
-        key, record = _keystore().create("make-run", ["admin", "model_info", "predict"])
+        key, record = _keystore().create("make-run", ["admin", "metrics", "model_info", "predict"])
         _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": "make-run", "first_run": True})
-        click.echo(f"created the first API key (scopes admin, model_info, predict); it is shown only now:\n  {key}")
+        click.echo(f"created the first API key (every scope); it is shown only now:\n  {key}")
     else:
         click.echo("API keys exist already: set AGSERVE_KEY to one of yours (or: agserve keys create ...)")
     sample = repository.get(DEMO_NAME).manifest()["reference"]["sample_row"]
