@@ -91,14 +91,31 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
     process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    server = Server(base, process, key, auth_db)
     try:
         if wait_ready:
             wait_until(f"{base}/health/ready", ready_timeout, process)
-        yield Server(base, process, key, auth_db)
+            wait_for_every_worker(server, workers, ready_timeout)
+        yield server
     finally:
         stop(process)
         if log_path:
             log.close()
+
+
+def wait_for_every_worker(server: "Server", workers: int, timeout: float) -> None:
+    """One ready answer proves one worker; ask each worker in turn, so tests never meet one still booting."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while len(server.worker_pids()) < workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(server.worker_pids())} of {workers} workers started")
+        time.sleep(0.1)
+    for pid in server.worker_pids():
+        with server.only_worker(pid):
+            answer = wait_until(f"{server.base}/health/ready", max(1.0, deadline - time.monotonic()), server.process)
+            assert answer.json()["worker"]["pid"] == pid or not psutil.pid_exists(pid)
 
 
 def stop(process: subprocess.Popen, timeout: float = 20) -> None:
