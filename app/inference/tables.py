@@ -8,7 +8,7 @@ which either accepts it or words the error.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,6 @@ class Table:
     columns: dict[str, list[Any]]
     n: int
     records: list[Any] | None = None
-    header_errors: dict[str, list[str]] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         if self.records is not None:
