@@ -11,17 +11,12 @@ from app.auth import require_scope
 bp = Blueprint("metrics", __name__)
 
 
-@bp.before_app_request
-def _start() -> None:
-    g.metrics_started = time.perf_counter()
-
-
 @bp.after_app_request
 def _count(response):
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     model, version = g.get("model") or "", g.get("version") or ""
     metrics.REQUESTS.labels(route, model, version, str(response.status_code)).inc()
-    started = g.get("metrics_started")
+    started = g.get("started")  # set for every request by app.logs
     if started is not None:
         metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
     if response.status_code == 422 and model:

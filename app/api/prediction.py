@@ -65,7 +65,7 @@ def read_table(model: ServedModel, max_rows: int) -> Table:
         table = _csv_table(body, model, max_rows)
         if table.n > max_rows:  # parsing stopped one row past the limit
             raise ApiError(413, f"too many rows: more than {max_rows}", {"max_rows": max_rows})
-        return _check_rows(table, max_rows)
+        return _require_rows(table)
     document = parse_json(body)
     if not isinstance(document, dict) or "data" not in document:
         raise ApiError(422, 'request body must be a JSON object with "data": rows, or the split orientation',
@@ -80,11 +80,11 @@ def read_table(model: ServedModel, max_rows: int) -> Table:
             raise ApiError(422, 'the split orientation is {"columns": [...], "data": [[...], ...]}',
                            {"data": ["Not a valid split orientation."]})
         _check_count(len(data["data"]), max_rows)
-        return _check_rows(table_from_split(data["columns"], data["data"]), max_rows)
+        return _require_rows(table_from_split(data["columns"], data["data"]))
     if not isinstance(data, list):
         raise ApiError(422, '"data" must be a list of rows', {"data": ["Not a valid list."]})
     _check_count(len(data), max_rows)
-    return _check_rows(table_from_records(data, model.feature_names), max_rows)
+    return _require_rows(table_from_records(data, model.feature_names))
 
 
 def _csv_table(body: bytes, model: ServedModel, max_rows: int) -> Table:
@@ -108,8 +108,7 @@ def _check_count(rows: int, max_rows: int) -> None:
         raise ApiError(413, f"too many rows: {rows} (at most {max_rows})", {"rows": rows, "max_rows": max_rows})
 
 
-def _check_rows(table: Table, max_rows: int) -> Table:
-    _check_count(table.n, max_rows)
+def _require_rows(table: Table) -> Table:
     if table.n == 0:
         raise ApiError(422, '"data" must hold at least one row', {"data": ["Shorter than minimum length 1."]})
     return table
