@@ -31,6 +31,9 @@ from app.auth import check_startup  # noqa: E402  (after the environment above i
 
 try:
     check_startup(_settings)
+    if _settings["ALERT_RULES"]:  # a broken rules file stops the master, not every worker in turn
+        from app.monitoring.alerts import load_alert_config
+        load_alert_config(_settings["ALERT_RULES"])
 except ConfigError as exc:
     sys.stderr.write(f"agserve: configuration error: {exc}\n")
     sys.exit(2)

@@ -10,7 +10,7 @@ from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, logging, errors, blueprints, commands, then the served models."""
+    """Build the app: settings, logging, errors, blueprints, commands, the served models, then monitoring."""
     from app.config import load_settings
 
     from app.jsonio import OrjsonProvider
@@ -28,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_commands(app)
     register_models(app)
+    register_monitoring(app)
     return app
 
 
@@ -48,9 +49,9 @@ def register_auth(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import admin, health, metrics, models, prediction
+    from app.api import admin, health, metrics, models, monitoring, prediction
     from app.auth import undeclared_routes
-    for module in (health, prediction, models, admin, metrics):
+    for module in (health, prediction, models, admin, monitoring, metrics):
         app.register_blueprint(module.bp)
     if undeclared_routes(app):  # deny by default: a route must say who may call it
         raise RuntimeError(f"routes without @public or @require_scope: {', '.join(undeclared_routes(app))}")
@@ -81,3 +82,17 @@ def register_models(app: Flask) -> None:
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))
         if app.config["RELOAD_INTERVAL"] > 0:
             registry.watch(app.config, app.config["RELOAD_INTERVAL"])
+
+
+def register_monitoring(app: Flask) -> None:
+    """The monitoring store and, in a serving process, this worker's collector and its bid to evaluate alerts."""
+    if not app.config["MONITORING"]:
+        return
+    from app.monitoring.alerts import load_alert_config
+    from app.monitoring.monitor import Monitor
+
+    rules = load_alert_config(app.config["ALERT_RULES"]) if app.config["ALERT_RULES"] else None
+    monitor = Monitor(app.config, app.extensions["agserve.models"], rules)
+    app.extensions["agserve.monitor"] = monitor
+    if app.config["LOAD_MODELS_ON_START"]:
+        monitor.start()

@@ -180,6 +180,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PREDICTION_LOG_DROP", (), _field_list, "Comma-separated input fields never written to the prediction log (privacy)."),
     Setting("PREDICTION_LOG_MAX_MB", 64, _positive_int, "Size at which a worker starts a new prediction-log file."),
     Setting("PREDICTION_LOG_ROTATE_SECONDS", 3600, _positive_int, "Age at which a worker starts a new prediction-log file."),
+    # Monitoring: drift, live quality, alerts
+    Setting("MONITORING", True, _boolean, "Record traffic, input drift and answered predictions (for feedback) in the monitoring store."),
+    Setting("MONITOR_DB", "var/monitor.sqlite3", _text, "SQLite file of the monitoring store, shared by all workers."),
+    Setting("MONITOR_FLUSH_SECONDS", 1.0, _number(0.05, 60, "seconds"), "How often each worker writes what it noted to the monitoring store."),
+    Setting("DRIFT_WINDOW_SECONDS", 3600, _positive_int, "Sliding window of recent inputs that drift is measured over (all workers together)."),
+    Setting("DRIFT_MIN_ROWS", 100, _positive_int, "Rows a feature needs in the window before it can be flagged as drifted."),
+    Setting("DRIFT_PSI_THRESHOLD", 0.2, _number(0, 100, "", low_open=True), "Population stability index above which a feature is flagged."),
+    Setting("DRIFT_SHARE_THRESHOLD", 0.1, _fraction, "Share of unseen categories, out-of-range numbers, or change in missing values above which a feature is flagged."),
+    Setting("QUALITY_WINDOW_SECONDS", 86400, _positive_int, "Window of feedback (by arrival) that the live metric is computed over."),
+    Setting("FEEDBACK_RETENTION_HOURS", 168, _positive_int, "How long answered predictions are kept for feedback to join."),
+    Setting("ALERT_RULES", "", _text, "TOML file of alert rules and channels (see config/alerts.example.toml); empty: no alerts."),
+    Setting("ALERT_INTERVAL", 30.0, _number(0.1, 3600, "seconds"), "Seconds between evaluations of the alert rules (by one worker)."),
     Setting("METRICS_DIR", "", _text, "Folder of prometheus_client's multiprocess files; empty: gunicorn.conf.py makes a fresh one under /dev/shm per server (and without gunicorn, metrics stay in the process)."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)

@@ -6,10 +6,14 @@ this process only.
 """
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
                                multiprocess)
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
+from prometheus_client.core import GaugeMetricFamily
 
+log = logging.getLogger("agserve.metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
@@ -61,9 +65,63 @@ def _registry(metrics_dir: str):
     return registry
 
 
-def exposition(metrics_dir: str) -> tuple[bytes, str]:
-    """The text exposition and its content type."""
-    return generate_latest(_registry(metrics_dir)), CONTENT_TYPE_LATEST
+def exposition(metrics_dir: str, extra: list | None = None) -> tuple[bytes, str]:
+    """The text exposition and its content type; extra collectors are read at scrape time."""
+    body = generate_latest(_registry(metrics_dir))
+    if extra:
+        registry = CollectorRegistry()
+        for collector in extra:
+            registry.register(collector)
+        body += generate_latest(registry)
+    return body, CONTENT_TYPE_LATEST
+
+
+class MonitorCollector:
+    """Drift, live quality and firing alerts, read from the shared monitoring store when Prometheus scrapes
+    (so they are the same whichever worker answers, with no per-worker gauge files)."""
+
+    def __init__(self, monitor, registry):
+        self.monitor, self.registry = monitor, registry
+
+    def collect(self):
+        drift = GaugeMetricFamily("agserve_drift", "Input drift of a feature over the sliding window (statistic: psi, "
+                                  "unseen_share, out_of_range_share, null_share_change).",
+                                  labels=["model", "version", "feature", "statistic"])
+        drifted = GaugeMetricFamily("agserve_drift_features_flagged", "Features over a drift threshold.",
+                                    labels=["model", "version"])
+        rows = GaugeMetricFamily("agserve_drift_window_rows", "Rows in the drift window.", labels=["model", "version"])
+        live = GaugeMetricFamily("agserve_live_score", "Eval metric on feedback over the quality window "
+                                 "(AutoGluon's sign: higher is better), beside the validation score.",
+                                 labels=["model", "version", "metric", "source"])
+        outcomes = GaugeMetricFamily("agserve_feedback_outcomes", "Outcomes in the quality window.",
+                                     labels=["model", "version"])
+        for name, slot in sorted(self.registry.slots.items()):
+            model = slot.model
+            if model is None:
+                continue
+            try:
+                report, quality = self.monitor.drift(model), self.monitor.quality(model)
+            except Exception:  # a scrape must never fail because one model's monitoring did
+                log.exception("monitoring metrics failed", extra={"model": name})
+                continue
+            rows.add_metric([name, model.version], report["rows"])
+            drifted.add_metric([name, model.version], len(report["drifted_features"]))
+            for feature, entry in report["features"].items():
+                for statistic in ("psi", "unseen_share", "out_of_range_share", "null_share_change"):
+                    if entry[statistic] is not None:
+                        drift.add_metric([name, model.version, feature, statistic], entry[statistic])
+            outcomes.add_metric([name, model.version], quality["outcomes"])
+            for source in ("live", "validation"):
+                value = quality[f"{source}_eval_metric"]
+                if value is not None:
+                    live.add_metric([name, model.version, quality["eval_metric"], source], value)
+        firing = GaugeMetricFamily("agserve_alerts_firing", "Conditions of an alert rule firing now.", labels=["rule"])
+        counts: dict[str, int] = {}
+        for entry in self.monitor.store.alerts(limit=0)["firing"]:
+            counts[entry["rule"]] = counts.get(entry["rule"], 0) + 1
+        for rule in (self.monitor.alert_config.rules if self.monitor.alert_config else []):
+            firing.add_metric([rule.name], counts.get(rule.name, 0))
+        return [drift, drifted, rows, live, outcomes, firing]
 
 
 def requests_served(metrics_dir: str) -> int:

@@ -5,7 +5,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 # Owner-declared bounds in schema.json: {"features": {name: {minimum, maximum, enum, max_length}}}
 BOUND_KEYS = {"minimum", "maximum", "enum", "max_length"}
@@ -197,3 +197,26 @@ class PromoteRequest(StrictSchema):
 
     version = fields.String(required=True, validate=validate.Length(min=1, max=64))
     force = fields.Boolean(load_default=False)
+
+
+_PREDICTION_ID = validate.Regexp(r"^[A-Za-z0-9._:-]{1,128}:\d{1,9}$", error="Not a prediction id (<request_id>:<row>).")
+
+
+class FeedbackItem(StrictSchema):
+    """One outcome: {"prediction_id": "<request_id>:<row>", "actual": ...} or {"request_id": ..., "actual": ...}
+    (a list of actual values, one per row, when that request had several rows)."""
+
+    request_id = fields.String(validate=validate.Length(min=1, max=128))
+    prediction_id = fields.String(validate=_PREDICTION_ID)
+    actual = fields.Raw(required=True, allow_none=False)
+
+    @validates_schema
+    def _one_id(self, data, **kwargs):
+        if ("request_id" in data) == ("prediction_id" in data):
+            raise ValidationError("Give exactly one of request_id or prediction_id.", "_schema")
+
+
+class FeedbackBatch(StrictSchema):
+    """POST /feedback with several outcomes at once: {"feedback": [item, ...]}"""
+
+    feedback = fields.List(fields.Nested(FeedbackItem), required=True, validate=validate.Length(min=1))

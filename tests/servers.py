@@ -46,6 +46,16 @@ def wait_until(url: str, timeout: float, process: subprocess.Popen | None = None
     raise TimeoutError(f"{url} did not answer {status} within {timeout}s (last: {last and last.status_code})")
 
 
+def eventually(condition, timeout: float = 20.0, step: float = 0.05) -> bool:
+    """Whether condition() becomes true within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())
+
+
 @dataclass
 class Server:
     base: str
@@ -85,6 +95,7 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
     port = free_port()
     auth_db = auth_db or Path(tempfile.mkdtemp(prefix="agserve-auth-")) / "auth.sqlite3"
     key, _ = KeyStore(auth_db).create("tests", ["predict", "model_info", "admin", "metrics"])
+    settings.setdefault("AGSERVE_MONITOR_DB", str(auth_db.with_name(auth_db.stem + "-monitor.sqlite3")))
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_BIND=f"127.0.0.1:{port}",
                      AGSERVE_AUTH_DB=str(auth_db), WEB_CONCURRENCY=str(workers), **settings)
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL

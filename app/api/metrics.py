@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, current_app, g, request
 
 from app import metrics
+from app.api import served_models
 from app.auth import require_scope
 
 bp = Blueprint("metrics", __name__)
@@ -18,7 +19,11 @@ def _count(response):
     metrics.REQUESTS.labels(route, model, version, str(response.status_code)).inc()
     started = g.get("started")  # set for every request by app.logs
     if started is not None:
-        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.REQUEST_SECONDS.labels(route).observe(seconds)
+        monitor = current_app.extensions.get("agserve.monitor")
+        if monitor is not None:  # error rate and latency over sliding windows, for alert rules
+            monitor.collector.observe_request(model, response.status_code, seconds)
     if response.status_code == 422 and model:
         metrics.VALIDATION_FAILURES.labels(model).inc()
     return response
@@ -28,5 +33,7 @@ def _count(response):
 @require_scope("metrics")
 def scrape():
     """Prometheus text exposition, summed over every gunicorn worker."""
-    body, content_type = metrics.exposition(current_app.config["METRICS_DIR"])
+    monitor = current_app.extensions.get("agserve.monitor")
+    extra = [metrics.MonitorCollector(monitor, served_models())] if monitor is not None else []
+    body, content_type = metrics.exposition(current_app.config["METRICS_DIR"], extra)
     return current_app.response_class(body, headers={"Content-Type": content_type})

@@ -47,6 +47,9 @@ def _predict(name: str | None):
     log = current_app.extensions.get("agserve.prediction_log")
     if log is not None:  # before the answer leaves: a prediction answered is a prediction logged
         log.write(g.request_id, model.name, model.version, result.inputs, result.predictions, result.probabilities)
+    monitor = current_app.extensions.get("agserve.monitor")
+    if monitor is not None:  # drift and feedback: noted here, counted and stored by the worker's flush thread
+        monitor.collector.observe_prediction(g.request_id, model, result)
     if answer_type == CSV:
         return csv_answer(model, result)
     return jsonify({

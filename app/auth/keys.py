@@ -11,12 +11,12 @@ import json
 import os
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from app.sqlite import SharedDatabase
 
 KEY_PATTERN = re.compile(r"agk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 LAST_USED_EVERY = 60.0  # seconds between last-used writes for one key, so reads stay cheap
@@ -54,20 +54,8 @@ class KeyStore:
     def __init__(self, path: str | os.PathLike, pepper: str = ""):
         self.path = Path(path)
         self._pepper = pepper.encode()
-        self._local = threading.local()
+        self._db = SharedDatabase(self.path, SCHEMA, timeout=5).connection
         self._last_used: dict[str, float] = {}
-
-    def _db(self) -> sqlite3.Connection:
-        # One connection per thread and per process (a connection must not cross a fork).
-        connection = getattr(self._local, "connection", None)
-        if connection is None or self._local.pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA busy_timeout=5000")
-            connection.executescript(SCHEMA)
-            self._local.connection, self._local.pid = connection, os.getpid()
-        return connection
 
     def _hash(self, key: str) -> str:
         return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest() if self._pepper \

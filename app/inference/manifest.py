@@ -139,6 +139,10 @@ def _feature_stats(column: pd.Series, kind: str) -> dict[str, Any]:
             "min": json_value(values.min()), "max": json_value(values.max()),
             "quantiles": [json_value(q) for q in np.quantile(values, np.linspace(0.1, 0.9, 9))],
         })
+        # Drift compares live inputs with these bins (deciles; ties merged) and their reference shares.
+        edges = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
+        shares = np.bincount(np.searchsorted(edges, values.to_numpy()), minlength=len(edges) + 1) / len(values)
+        stats["bins"] = {"edges": [json_value(e) for e in edges], "shares": [json_value(s) for s in shares]}
     elif kind in ("category", "boolean"):
         shares = present.astype(str).value_counts(normalize=True)
         stats["categories"] = {str(k): json_value(v) for k, v in shares.head(100).items()}

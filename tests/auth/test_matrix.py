@@ -21,6 +21,11 @@ def good_calls(app, row):
         repository.activate("binary", "2")
         return "/admin/models/binary/rollback", None, 200
 
+    def with_prediction():
+        key, _ = store.create("matrix-feedback", ["predict"])
+        answer = app.test_client().post("/predict", json={"data": [row]}, headers={"X-API-Key": key})
+        return "/feedback", {"request_id": answer.get_json()["request_id"], "actual": "yes"}, 200
+
     return {
         ("POST", "/predict"): lambda: ("/predict", {"data": [row]}, 200),
         ("POST", "/models/<name>/predict"): lambda: ("/models/binary/predict", {"data": [row]}, 200),
@@ -40,6 +45,10 @@ def good_calls(app, row):
         ("POST", "/admin/models/<name>/rollback"): with_history,
         ("GET", "/metrics"): lambda: ("/metrics", None, 200),
         ("GET", "/admin/status"): lambda: ("/admin/status", None, 200),
+        ("POST", "/feedback"): with_prediction,
+        ("GET", "/admin/models/<name>/drift"): lambda: ("/admin/models/binary/drift", None, 200),
+        ("GET", "/admin/models/<name>/quality"): lambda: ("/admin/models/binary/quality", None, 200),
+        ("GET", "/admin/alerts"): lambda: ("/admin/alerts", None, 200),
     }
 
 
@@ -106,7 +115,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 16 * 15
+    assert len(outcomes) == 20 * 15
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):
