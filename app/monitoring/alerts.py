@@ -304,7 +304,7 @@ class Leader:
             os.close(fd)
             return False
         self._fd, self._pid = fd, os.getpid()
-        log.info("this worker evaluates the alert rules")
+        log.info("this worker leads: it evaluates the alert rules and prunes the monitoring store")
         return True
 
 
