@@ -26,9 +26,10 @@ $(STAMP):
 install: $(STAMP)
 
 # Debian packages the tests use for real: promtool (metrics check).
-system-packages:
-	@command -v promtool >/dev/null || { echo "installing promtool (Debian package prometheus)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+system-packages:  # real servers the tests use: promtool (prometheus) and redis-server
+	@command -v promtool >/dev/null && command -v redis-server >/dev/null || { \
+	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus redis-server >/dev/null; }
 
 demo: install
 	$(BIN)/agserve demo --bind $(AGSERVE_BIND)

@@ -25,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(app)
     register_error_handlers(app)
     register_auth(app)
+    register_shared_state(app)
     register_blueprints(app)
     register_commands(app)
     register_models(app)
@@ -46,6 +47,11 @@ def register_auth(app: Flask) -> None:
     from app import auth
     auth.check_startup(app.config)
     auth.init_app(app)
+
+
+def register_shared_state(app: Flask) -> None:
+    from app import state
+    state.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -131,6 +131,32 @@ def _bind(value: Any) -> str:
     return text
 
 
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.count} per {self.seconds:g} s"
+
+
+def _rate_limit(value: Any) -> "Limit | None":
+    """'100/minute', '10/second', '5000/hour', '20/30s'; empty means no limit."""
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)\s*/\s*(?:(second|minute|hour|day)|(\d+(?:\.\d+)?)\s*s)", text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError("must be COUNT/second|minute|hour|day or COUNT/SECONDSs, e.g. 100/minute")
+    seconds = RATE_UNITS[match.group(2)] if match.group(2) else float(match.group(3))
+    if seconds <= 0:
+        raise ValueError("the window must be longer than 0 seconds")
+    return Limit(int(match.group(1)), seconds)
+
+
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -174,6 +200,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_ISSUER", "agserve", _text, "Required `iss` claim."),
     Setting("JWT_LEEWAY", 30, _non_negative_int, "Seconds of clock skew allowed on `exp`, `nbf` and `iat`."),
     Setting("JWT_MAX_TTL", 3600, _positive_int, "Longest lifetime, in seconds, of a token issued by the server."),
+    Setting("RATE_LIMIT_PREDICT", "", _rate_limit, "Requests each credential (API key or JWT subject) may make to `predict` routes, e.g. `600/minute`; empty: no limit."),
+    Setting("RATE_LIMIT_MODEL_INFO", "", _rate_limit, "The same for `model_info` routes."),
+    Setting("RATE_LIMIT_ADMIN", "", _rate_limit, "The same for `admin` routes."),
+    Setting("RATE_LIMIT_METRICS", "", _rate_limit, "The same for `/metrics`."),
+    # Shared state
+    Setting("REDIS_URL", "", _text, "Redis for the prediction cache, rate limits and API keys shared by every replica (`redis://host:6379/0`); empty: embedded (per-worker cache, limits and keys shared by this machine's workers)."),
+    Setting("REDIS_TIMEOUT", 0.1, _number(0.001, 10, "seconds"), "Timeout of every Redis call; a failed Redis is left alone for a second, then tried again."),
+    Setting("CACHE", True, _boolean, "Cache predictions per row (the model, its version and activation, and the row's validated values)."),
+    Setting("CACHE_TTL_SECONDS", 300, _positive_int, "How long a cached row's answer is kept."),
+    Setting("CACHE_MAX_ROWS", 100_000, _positive_int, "Rows each worker's embedded cache holds (least recently used go first); with Redis, bound its memory with maxmemory."),
+    Setting("CACHE_MAX_REQUEST_ROWS", 100, _positive_int, "Requests with more rows skip the cache (bulk scoring rarely repeats, and hashing 10,000 rows costs more than it saves)."),
     Setting("DEBUG", False, _boolean, "Flask debug mode; refused in production."),
     Setting("PREDICTION_LOG_DIR", "", _text, "Folder of the prediction log (JSON lines per worker, for retraining and audit); empty: off. Production sets var/predictions."),
     Setting("PREDICTION_LOG_SAMPLE", 1.0, _fraction, "Share of requests whose rows are logged."),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
-                               multiprocess)
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
@@ -30,6 +30,11 @@ PREDICTED_CLASSES = Counter("agserve_predicted_class_total", "Predicted labels o
 PREDICTED_VALUES = Histogram("agserve_prediction_value", "Predicted values of regressors (median for quantile).",
                              ["model", "version"],
                              buckets=(-1e6, -1e4, -1e2, -10, -1, 0, 1, 10, 1e2, 1e4, 1e6))
+CACHE_ROWS = Counter("agserve_cache_rows_total", "Rows looked up in the prediction cache.", ["model", "result"])
+REDIS_UP = Gauge("agserve_redis_up", "1 while every live worker reaches Redis, 0 while any is serving without it "
+                 "(absent without Redis).", ["url"], multiprocess_mode="livemin")
+REDIS_ERRORS = Counter("agserve_redis_errors_total", "Redis calls that failed or timed out.", ["operation"])
+RATE_LIMITED = Counter("agserve_rate_limited_total", "Requests refused with 429.", ["scope"])
 VALIDATION_FAILURES = Counter("agserve_validation_failures_total", "Requests refused by a model's input schema.",
                               ["model"])
 
@@ -39,6 +44,13 @@ def observe_batch(model: str, version: str, seconds: float, rows: int, requests:
     BATCH_ROWS.labels(model).observe(rows)
     BATCH_REQUESTS.labels(model).observe(requests)
     ROWS_PREDICTED.labels(model, version).inc(rows)
+
+
+def observe_cache(model: str, hits: int, misses: int) -> None:
+    if hits:
+        CACHE_ROWS.labels(model, "hit").inc(hits)
+    if misses:
+        CACHE_ROWS.labels(model, "miss").inc(misses)
 
 
 def observe_predictions(model: str, version: str, problem_type: str, predictions: list) -> None:

@@ -113,7 +113,9 @@ def start_server(repository: Path, auth_db: Path, port: int, log_path: Path):
     env.update({"AGSERVE_ENV": "production", "AGSERVE_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
                 "AGSERVE_MODEL_REPOSITORY": str(repository), "AGSERVE_AUTH_DB": str(auth_db),
                 "AGSERVE_LOG_LEVEL": "warning", "AGSERVE_MAX_REQUESTS": "0",
-                "AGSERVE_PREDICTION_LOG_DIR": str(WORK / "predictions")})
+                "AGSERVE_PREDICTION_LOG_DIR": str(WORK / "predictions"), "AGSERVE_MONITOR_DB": str(WORK / "monitor.sqlite3"),
+                # hey repeats one body: with the cache on, every request after the first would skip the model.
+                "AGSERVE_CACHE": "false"})
     started = time.monotonic()
     process = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
                                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -230,8 +232,9 @@ def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.",
         "",
         "Server: the production configuration (`gunicorn -c gunicorn.conf.py wsgi:app`, `AGSERVE_ENV=production`,",
-        "2 gthread workers, micro-batching on, metrics and the prediction log on) on 127.0.0.1, driven by `hey` in its",
-        "own process. Baseline: AutoGluon's",
+        "2 gthread workers, micro-batching on; metrics, the prediction log and monitoring on; the prediction cache off,",
+        "since the load repeats one body)",
+        "on 127.0.0.1, driven by `hey` in its own process. Baseline: AutoGluon's",
         "`predict_proba` in one process on the same rows, with math threads capped at 1 as in each worker.",
         f"Every figure is the median of {RUNS} runs (a fresh server each run); single-row scenarios run {SECONDS} s.",
         "",

@@ -17,7 +17,8 @@ WAIT_MS = 1000  # a long wait bound, so that any needless waiting would show
 
 @pytest.fixture(scope="module")
 def server(repository_path):
-    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="multiclass",
+    # Cache off: every request must reach the batcher (the load repeats rows).
+    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="multiclass", AGSERVE_CACHE="false",
                   AGSERVE_BATCH_MAX_WAIT_MS=str(WAIT_MS)) as running:
         yield running
 

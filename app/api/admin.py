@@ -12,6 +12,7 @@ from app.auth.keys import parse_duration
 from app.errors import ApiError
 from app.lifecycle.versions import describe_versions, promote, rollback
 from app.schemas import KeyRequest, PromoteRequest, TokenRequest
+from app.state.redis import RedisUnavailable
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -100,6 +101,21 @@ def rollback_version(name: str):
     result = rollback(repository(), name)
     audit("model.rollback", f"{name}/{result['active']}", **result)
     return jsonify(result)
+
+
+@bp.delete("/cache")
+@require_scope("admin")
+def clear_cache():
+    """Empty the prediction cache (every worker; with Redis, every replica)."""
+    cache = current_app.extensions.get("agserve.cache")
+    if cache is None:
+        raise ApiError(404, "the prediction cache is off (AGSERVE_CACHE=false)")
+    try:
+        cleared = cache.clear()
+    except RedisUnavailable:
+        raise ApiError(503, "redis is unavailable: the cache was not cleared; retry shortly") from None
+    audit("cache.clear", None, rows=cleared)
+    return jsonify({"cleared_rows": cleared, "shared": cache.shared})
 
 
 @bp.get("/status")

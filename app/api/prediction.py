@@ -43,7 +43,7 @@ def _predict(name: str | None):
     answer_type = request.accept_mimetypes.best_match([JSON, CSV], default=JSON)
     table = read_table(model, current_app.config["MAX_ROWS"])
     g.rows = table.n
-    result = model.predict_table(table)
+    result = model.predict_table(table, current_app.extensions.get("agserve.cache"))
     log = current_app.extensions.get("agserve.prediction_log")
     if log is not None:  # before the answer leaves: a prediction answered is a prediction logged
         log.write(g.request_id, model.name, model.version, result.inputs, result.predictions, result.probabilities)

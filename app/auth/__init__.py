@@ -49,11 +49,27 @@ def require_scope(scope: str) -> Callable[[Callable], Callable]:
             principal = authenticate()
             if scope not in principal.scopes:
                 raise ApiError(403, f"this credential lacks the {scope!r} scope", {"required_scope": scope})
+            limit_rate(principal, scope)
             return view(*args, **kwargs)
 
         setattr(guarded, ACCESS, scope)
         return guarded
     return decorate
+
+
+def limit_rate(principal: Principal, scope: str) -> None:
+    """429 with Retry-After once the credential has used up its requests for this scope's window."""
+    limit = current_app.config[f"RATE_LIMIT_{scope.upper()}"]
+    limiter = current_app.extensions.get("agserve.ratelimiter")
+    if limit is None or limiter is None:
+        return
+    decision = limiter.hit(f"{scope}:{principal.name}", limit)
+    if not decision.allowed:
+        from app import metrics
+        metrics.RATE_LIMITED.labels(scope).inc()
+        raise ApiError(429, f"rate limit exceeded: {limit} for this credential on {scope!r} routes",
+                       {"limit": limit.count, "window_seconds": limit.seconds, "retry_after": decision.retry_after},
+                       headers={"Retry-After": str(decision.retry_after)})
 
 
 def authenticate() -> Principal:

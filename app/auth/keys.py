@@ -55,6 +55,7 @@ class KeyStore:
         self.path = Path(path)
         self._pepper = pepper.encode()
         self._db = SharedDatabase(self.path, SCHEMA, timeout=5).connection
+        self.mirror = None  # RedisKeys when AGSERVE_REDIS_URL is set
         self._last_used: dict[str, float] = {}
 
     def _hash(self, key: str) -> str:
@@ -67,14 +68,16 @@ class KeyStore:
         key = f"agk_{key_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
         scopes = tuple(sorted(set(scopes)))
-        self._db().execute("INSERT INTO api_keys (id, hash, owner, scopes, created_at, expires_at) VALUES (?,?,?,?,?,?)",
-                           (key_id, self._hash(key), owner, " ".join(scopes), now, expires_at))
+        row = (key_id, self._hash(key), owner, " ".join(scopes), now, expires_at, None, None)
+        self._db().execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?,?)", row)
+        if self.mirror is not None:
+            self.mirror.publish(row)
         return key, ApiKey(key_id, owner, scopes, now, expires_at, None, None)
 
     def verify(self, key: str) -> ApiKey | None:
         """The key's record if the key is known, unrevoked and unexpired; None otherwise (no hint which)."""
         match = KEY_PATTERN.fullmatch(key)
-        row = self._db().execute("SELECT * FROM api_keys WHERE id = ?", (match.group(1),)).fetchone() if match else None
+        row = self._row(match.group(1)) if match else None
         stored = row[1] if row else "0" * 64
         # Compare even when nothing matched, so timing does not tell unknown ids from wrong secrets.
         if not hmac.compare_digest(self._hash(key), stored) or row is None:
@@ -89,13 +92,32 @@ class KeyStore:
         return record
 
     def revoke(self, key_id: str) -> ApiKey | None:
-        self._db().execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                           (time.time(), key_id))
+        now = time.time()
+        self._db().execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id))
+        if self.mirror is not None:  # every replica refuses it from its next request
+            self.mirror.revoke(key_id, now, self._local_row(key_id))
         return self.get(key_id)
 
     def get(self, key_id: str) -> ApiKey | None:
-        row = self._db().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        row = self._row(key_id)
         return _record(row) if row else None
+
+    def _row(self, key_id: str):
+        """The key's row: the shared copy in Redis when there is one, else this machine's (also while Redis is
+        unavailable, so a Redis outage never locks every client out)."""
+        if self.mirror is not None:
+            row = self.mirror.row(key_id)
+            if row is not None:
+                return row
+        return self._local_row(key_id)
+
+    def _local_row(self, key_id: str):
+        return self._db().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+
+    def share(self, mirror) -> None:
+        """Keep keys in Redis too (app.state.keys.RedisKeys), publishing the ones only this machine knows."""
+        self.mirror = mirror
+        mirror.publish_all(self._db().execute("SELECT * FROM api_keys").fetchall())
 
     def list(self) -> list[ApiKey]:
         return [_record(row) for row in self._db().execute("SELECT * FROM api_keys ORDER BY created_at")]

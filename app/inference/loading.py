@@ -60,6 +60,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     warmup_ms = model.warm_up()
     if settings["BATCHING"]:
         model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)
+    model.cache_max_rows = settings["CACHE_MAX_REQUEST_ROWS"]
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted)}
     return model, facts

@@ -99,6 +99,8 @@ class ModelRegistry:
             log.error("model failed to load: %s", message, extra={"model": slot.name, "version": version},
                       exc_info=not isinstance(exc, ModelError))
             return False
+        # A promote or rollback is a new activation: cached answers of an earlier one are never served.
+        model.cache_namespace = f"{slot.name}:{version}:{self.repository.activation(slot.name)}"
         previous, replaced = slot.version, slot.model
         slot.model, slot.version, slot.facts = model, version, facts  # one reference swap: requests see old or new
         slot.status, slot.error, slot.failed_version = "ready", None, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -115,7 +116,11 @@ class ModelRepository:
         history = list(state.get("history", []))
         if previous and previous != version:
             history.append(previous)
-        self._write_state(name, {"active": version, "history": history})
+        self._write_state(name, {"active": version, "history": history, "activation": secrets.token_hex(8)})
+
+    def activation(self, name: str) -> str:
+        """Changes with every activation (promote, rollback); caches key on it."""
+        return str(self._state(name).get("activation", ""))
 
     def require(self, name: str) -> None:
         """ModelNotFound unless the repository has at least one version of name."""
@@ -131,7 +136,7 @@ class ModelRepository:
             return None
         restored = history.pop()
         self.get(name, restored)
-        self._write_state(name, {"active": restored, "history": history})
+        self._write_state(name, {"active": restored, "history": history, "activation": secrets.token_hex(8)})
         return restored
 
     def history(self, name: str) -> list[str]:

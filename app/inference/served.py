@@ -13,8 +13,9 @@ from app import metrics
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
-                                  frame_from_columns, merge_columns, table_from_records)
+                                  frame_from_columns, merge_columns, table_from_records, take_rows)
 from app.schemas import validate_rows
+from app.state.cache import row_keys
 
 CLASSIFICATION = ("binary", "multiclass")
 
@@ -35,6 +36,20 @@ class Prediction:
     probabilities: list[dict[str, float]] | None
     columns: list[str] | None = None  # class labels, or quantile levels, in output order
     inputs: dict[str, Any] | None = None  # the validated input columns these predictions answer
+
+    def row(self, index: int) -> list[Any]:
+        """One row's answer as the cache stores it: [prediction, probabilities or None]."""
+        return [self.predictions[index], None if self.probabilities is None else self.probabilities[index]]
+
+    @classmethod
+    def from_rows(cls, rows: list[list[Any]]) -> "Prediction":
+        predictions = [row[0] for row in rows]
+        probabilities = None if rows[0][1] is None else [row[1] for row in rows]
+        if probabilities is not None:
+            columns = list(probabilities[0])
+        else:
+            columns = list(predictions[0]) if isinstance(predictions[0], dict) else None
+        return cls(predictions, probabilities, columns)
 
     def slice(self, start: int, stop: int) -> "Prediction":
         probabilities = None if self.probabilities is None else self.probabilities[start:stop]
@@ -58,6 +73,8 @@ class ServedModel:
         self._columns = ColumnValidator(schema)
         self._unknown, self._missing = unknown, missing
         self.batcher: Batcher | None = None
+        self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
+        self.cache_max_rows = 100
 
     @property
     def info(self) -> dict[str, Any]:
@@ -93,17 +110,34 @@ class ServedModel:
         except SlowPath:
             return columns_from_rows(self.validate(table.rows()), self.feature_names)
 
-    def predict_table(self, table: Table) -> Prediction:
-        """Validate, then predict in one model call (shared with concurrent requests when batching)."""
+    def predict_table(self, table: Table, cache=None) -> Prediction:
+        """Validate, answer cached rows from the cache, and predict the rest in one model call (shared with
+        concurrent requests when batching)."""
         if self.batcher is None:
             columns = self.validate_table(table)
-            result = self._predict_parts([columns], [table.n])[0]
+            result = self._through_cache(columns, table.n, cache,
+                                         lambda part, n: self._predict_parts([part], [n])[0])
         else:
-            with self.batcher.ticket() as ticket:
+            with self.batcher.ticket() as ticket:  # leaving it unsubmitted (every row cached) withdraws it
                 columns = self.validate_table(table)
-                result = ticket.submit(columns, table.n)
+                result = self._through_cache(columns, table.n, cache, ticket.submit)
         result.inputs = columns
         return result
+
+    def _through_cache(self, columns: dict[str, Any], n: int, cache, predict) -> Prediction:
+        if cache is None or n > self.cache_max_rows:
+            return predict(columns, n)
+        keys = row_keys(self.cache_namespace, columns, self.feature_names, n)
+        found = cache.get_many(keys)
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        metrics.observe_cache(self.name, n - len(missing), len(missing))
+        if missing:
+            part = columns if len(missing) == n else take_rows(columns, missing)
+            fresh = predict(part, len(missing))
+            cache.set_many({keys[i]: fresh.row(j) for j, i in enumerate(missing)})
+            for j, i in enumerate(missing):
+                found[i] = fresh.row(j)
+        return Prediction.from_rows(found)
 
     def predict(self, rows: list[Any]) -> Prediction:
         """Predict a list of row objects."""

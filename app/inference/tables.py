@@ -256,3 +256,9 @@ def merge_columns(parts: list[dict[str, Any]], kinds: dict[str, str]) -> dict[st
         else:
             merged[name] = [value for part in parts for value in part[name]]
     return merged
+
+
+def take_rows(columns: dict[str, Any], indices: list[int]) -> dict[str, Any]:
+    """The given rows of validated columns, in that order."""
+    return {name: values[indices] if isinstance(values, np.ndarray) else [values[i] for i in indices]
+            for name, values in columns.items()}

@@ -24,7 +24,7 @@ def test_a_predict_key_on_every_admin_route_is_403_and_leaves_no_trace(auth_app,
     predict_key, _ = store.create("app", ["predict", "model_info"])
     admin_routes = {route: call for route, call in good_calls(auth_app, row).items()
                     if routes(auth_app)[route] == "admin"}
-    assert len(admin_routes) == 12
+    assert len(admin_routes) == 13
     client = auth_app.test_client()
     for (method, _), call in admin_routes.items():
         path, body, _ = call()

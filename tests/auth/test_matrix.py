@@ -49,6 +49,7 @@ def good_calls(app, row):
         ("GET", "/admin/models/<name>/drift"): lambda: ("/admin/models/binary/drift", None, 200),
         ("GET", "/admin/models/<name>/quality"): lambda: ("/admin/models/binary/quality", None, 200),
         ("GET", "/admin/alerts"): lambda: ("/admin/alerts", None, 200),
+        ("DELETE", "/admin/cache"): lambda: ("/admin/cache", None, 200),
     }
 
 
@@ -115,7 +116,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 20 * 15
+    assert len(outcomes) == 21 * 15
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):

@@ -1,0 +1,38 @@
+"""State shared beyond one worker: the prediction cache, rate limits and API keys.
+
+AGSERVE_REDIS_URL set: all three live in Redis, shared by every worker of every replica (keys also stay in each
+machine's SQLite, the fallback while Redis is unavailable). Unset: an LRU cache in each worker, and rate limits and
+keys in SQLite files shared by the workers of this machine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def init_app(app: "Flask") -> None:
+    from app.state.cache import LocalCache, RedisCache
+    from app.state.ratelimit import LocalLimiter, RedisLimiter
+
+    config = app.config
+    state_dir = Path(config["AUTH_DB"]).parent
+    local_limiter = LocalLimiter(state_dir / "ratelimits.sqlite3")
+    cache = None
+    if config["REDIS_URL"]:
+        from app.state.keys import RedisKeys
+        from app.state.redis import RedisLink
+
+        link = RedisLink(config["REDIS_URL"], config["REDIS_TIMEOUT"])
+        app.extensions["agserve.redis"] = link
+        app.extensions["agserve.ratelimiter"] = RedisLimiter(link, local_limiter)
+        app.extensions["agserve.keys"].share(RedisKeys(link))
+        if config["CACHE"]:
+            cache = RedisCache(link, config["CACHE_TTL_SECONDS"])
+    else:
+        app.extensions["agserve.ratelimiter"] = local_limiter
+        if config["CACHE"]:
+            cache = LocalCache(config["CACHE_MAX_ROWS"], config["CACHE_TTL_SECONDS"], state_dir / "cache.generation")
+    app.extensions["agserve.cache"] = cache
