@@ -42,14 +42,7 @@ def _predict(name: str | None):
     g.model, g.version = model.name, model.version
     answer_type = request.accept_mimetypes.best_match([JSON, CSV], default=JSON)
     table = read_table(model, current_app.config["MAX_ROWS"])
-    g.rows = table.n
-    result = model.predict_table(table, current_app.extensions.get("agserve.cache"))
-    log = current_app.extensions.get("agserve.prediction_log")
-    if log is not None:  # before the answer leaves: a prediction answered is a prediction logged
-        log.write(g.request_id, model.name, model.version, result.inputs, result.predictions, result.probabilities)
-    monitor = current_app.extensions.get("agserve.monitor")
-    if monitor is not None:  # drift and feedback: noted here, counted and stored by the worker's flush thread
-        monitor.collector.observe_prediction(g.request_id, model, result)
+    result = predict_and_record(model, table)
     if answer_type == CSV:
         return csv_answer(model, result)
     return jsonify({
@@ -59,6 +52,19 @@ def _predict(name: str | None):
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "request_id": g.request_id,
     })
+
+
+def predict_and_record(model: ServedModel, table: Table) -> Prediction:
+    """Every protocol's way to a prediction: the cache and the model, then the prediction log and monitoring."""
+    g.rows = table.n
+    result = model.predict_table(table, current_app.extensions.get("agserve.cache"))
+    log = current_app.extensions.get("agserve.prediction_log")
+    if log is not None:  # before the answer leaves: a prediction answered is a prediction logged
+        log.write(g.request_id, model.name, model.version, result.inputs, result.predictions, result.probabilities)
+    monitor = current_app.extensions.get("agserve.monitor")
+    if monitor is not None:  # drift and feedback: noted here, counted and stored by the worker's flush thread
+        monitor.collector.observe_prediction(g.request_id, model, result)
+    return result
 
 
 def read_table(model: ServedModel, max_rows: int) -> Table:

@@ -9,7 +9,9 @@ from app.auth import ACCESS
 from tests.auth.conftest import hs_token
 from tests.data import FEATURES, to_records
 
-PUBLIC = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready")}
+PUBLIC = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/v2/health/live"),
+          ("GET", "/v2/health/ready"), ("GET", "/v2/models/<name>/ready"),
+          ("GET", "/v2/models/<name>/versions/<version>/ready")}
 
 
 def good_calls(app, row):
@@ -50,7 +52,25 @@ def good_calls(app, row):
         ("GET", "/admin/models/<name>/quality"): lambda: ("/admin/models/binary/quality", None, 200),
         ("GET", "/admin/alerts"): lambda: ("/admin/alerts", None, 200),
         ("DELETE", "/admin/cache"): lambda: ("/admin/cache", None, 200),
+        ("GET", "/v2"): lambda: ("/v2", None, 200),
+        ("GET", "/v2/models/<name>"): lambda: ("/v2/models/binary", None, 200),
+        ("GET", "/v2/models/<name>/versions/<version>"): lambda: (
+            f"/v2/models/binary/versions/{app.extensions['agserve.models'].get('binary').version}", None, 200),
+        ("POST", "/v2/models/<name>/infer"): lambda: ("/v2/models/binary/infer", v2_body(row), 200),
+        ("POST", "/v2/models/<name>/versions/<version>/infer"): lambda: (
+            f"/v2/models/binary/versions/{app.extensions['agserve.models'].get('binary').version}/infer",
+            v2_body(row), 200),
     }
+
+
+def v2_body(row):
+    """One row as V2 tensors, one per feature (datatypes from the served model's metadata)."""
+    from app.api.v2 import DATATYPES
+    kinds = {"num": "numeric", "cnt": "integer", "color": "category", "flag": "boolean", "when": "datetime",
+             "note": "text"}
+    return {"inputs": [{"name": k, "shape": [1], "datatype": DATATYPES[kinds[k]],
+                        "data": [row[k] if row[k] is not None or DATATYPES[kinds[k]] != "BYTES" else ""]}
+                       for k in row]}
 
 
 def routes(app):
@@ -116,7 +136,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 21 * 15
+    assert len(outcomes) == 26 * 15
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):

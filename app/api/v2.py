@@ -1,0 +1,272 @@
+"""The Open Inference Protocol (KServe V2) over REST, for clients of KServe, Triton and MLServer.
+
+Tabular convention (as KServe's AutoGluon runtime): one input tensor per feature, shape [n] or [n, 1], datatype from
+the feature's kind (FP64 numeric, INT64 integer, BOOL boolean, BYTES category/text/date-time); a missing value is
+null, NaN (FP64) or "" (BYTES). Outputs: `predictions` (for quantile models [n, levels]) and, for classifiers, one
+FP64 `proba_<label>` per class. Predictions take the same path as POST /predict: validation, cache, batching,
+prediction log, monitoring. Errors keep the house shape, whose "error" string is what the protocol asks for, with
+the protocol's statuses (400 for anything wrong with the request).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from importlib.metadata import version as package_version
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, current_app, g, jsonify, request
+
+from app.api import served_models
+from app.api.health import ready as health_ready
+from app.api.prediction import predict_and_record
+from app.auth import public, require_scope
+from app.errors import ApiError
+from app.inference.errors import ModelError, ModelNotFound
+from app.inference.served import CLASSIFICATION, ServedModel
+from app.inference.tables import Table
+
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+DATATYPES = {"numeric": "FP64", "integer": "INT64", "boolean": "BOOL", "category": "BYTES", "text": "BYTES",
+             "datetime": "BYTES"}
+ACCEPTED = {"FP64": {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8"},
+            "INT64": {"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8", "FP64", "FP32"},
+            "BOOL": {"BOOL"}, "BYTES": {"BYTES"}}
+V2_STATUS = {413: 400, 415: 400, 422: 400}  # the protocol knows 400, 404 and 503
+
+
+@bp.errorhandler(ApiError)
+@bp.errorhandler(ModelError)
+def _protocol_status(error):
+    """The house error shape with the protocol's status: 400 for anything wrong with the request."""
+    from app.errors import _api_error
+    return _api_error(ApiError(V2_STATUS.get(error.status, error.status), error.message, error.details,
+                               getattr(error, "headers", None)))
+
+
+@bp.get("")
+@require_scope("model_info")
+def server_metadata():
+    return jsonify({"name": "agserve", "version": package_version("agserve") if _installed() else "0",
+                    "extensions": []})
+
+
+@bp.get("/health/live")
+@public
+def server_live():
+    return jsonify({"live": True})
+
+
+@bp.get("/health/ready")
+@public
+def server_ready():
+    response = health_ready()
+    ready = response[1] == 200 if isinstance(response, tuple) else response.status_code == 200
+    return jsonify({"ready": ready}), 200 if ready else 503
+
+
+@bp.get("/models/<name>")
+@bp.get("/models/<name>/versions/<version>")
+@require_scope("model_info")
+def model_metadata(name: str, version: str | None = None):
+    model = _model(name, version)
+    return jsonify({"name": model.name, "versions": [model.version], "platform": "autogluon",
+                    "inputs": [{"name": f["name"], "datatype": DATATYPES[f["kind"]], "shape": [-1]}
+                               for f in model.features],
+                    "outputs": outputs_of(model)})
+
+
+@bp.get("/models/<name>/ready")
+@bp.get("/models/<name>/versions/<version>/ready")
+@public
+def model_ready(name: str, version: str | None = None):
+    model = _model(name, version)
+    return jsonify({"name": model.name, "ready": True})
+
+
+@bp.post("/models/<name>/infer")
+@bp.post("/models/<name>/versions/<version>/infer")
+@require_scope("predict")
+def infer(name: str, version: str | None = None):
+    model = _model(name, version)
+    g.model, g.version = model.name, model.version
+    body = _read_request()
+    table = _table(model, body.get("inputs"), current_app.config["MAX_ROWS"])
+    result = predict_and_record(model, table)
+    wanted = _requested_outputs(model, body.get("outputs"))
+    answer = {"model_name": model.name, "model_version": model.version, "outputs": _outputs(model, result, wanted)}
+    if "id" in body:
+        answer["id"] = body["id"]
+    return jsonify(answer)
+
+
+# --- the tabular convention -------------------------------------------------------------------------------------
+def proba_names(classes: list[str]) -> dict[str, str]:
+    """Class label → output name `proba_<label>`, sanitised to an identifier and unique."""
+    names: dict[str, str] = {}
+    for label in classes:
+        base = "proba_" + (re.sub(r"\W", "_", str(label)) or "_")
+        candidate, n = base, 2
+        while candidate in names.values():
+            candidate, n = f"{base}_{n}", n + 1
+        names[label] = candidate
+    return names
+
+
+def outputs_of(model: ServedModel) -> list[dict[str, Any]]:
+    manifest = model.manifest
+    if model.problem_type in CLASSIFICATION:
+        classes = [str(c) for c in manifest["class_labels"]]
+        numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in manifest["class_labels"])
+        return [{"name": "predictions", "datatype": "INT64" if numeric else "BYTES", "shape": [-1]}] + \
+            [{"name": n, "datatype": "FP64", "shape": [-1]} for n in proba_names(classes).values()]
+    if model.problem_type == "quantile":
+        return [{"name": "predictions", "datatype": "FP64", "shape": [-1, len(manifest["quantile_levels"])]}]
+    return [{"name": "predictions", "datatype": "FP64", "shape": [-1]}]
+
+
+def _model(name: str, version: str | None) -> ServedModel:
+    model = served_models().get(name)
+    if version is not None and version != model.version:
+        raise ModelNotFound(f"model {name!r} version {version!r} is not served (serving {model.version})")
+    return model
+
+
+def _read_request() -> dict[str, Any]:
+    """The inference request; JSON with or without a content type (Triton's client sends none), NaN allowed."""
+    if request.mimetype not in ("", "application/json"):
+        raise ApiError(400, "Content-Type must be application/json (binary tensor data is not supported)")
+    body = request.get_data(cache=False)
+    if len(body) > current_app.config["MAX_BODY_BYTES"]:
+        raise ApiError(400, "request body too large", {"max_bytes": current_app.config["MAX_BODY_BYTES"]})
+    try:
+        document = json.loads(body, parse_constant=_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "request body is not valid UTF-8 JSON", {"reason": type(exc).__name__}) from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
+        raise ApiError(400, 'an inference request is a JSON object with a non-empty "inputs" list')
+    if "id" in document and not isinstance(document["id"], str):
+        raise ApiError(400, '"id" must be a string')
+    if "parameters" in document and not isinstance(document["parameters"], dict):
+        raise ApiError(400, '"parameters" must be an object')
+    return document
+
+
+def _constant(name: str) -> float:
+    if name == "NaN":
+        return math.nan  # a missing number, as numpy-based clients send it
+    raise ValueError(f"{name} is not a number")
+
+
+def _table(model: ServedModel, inputs: list[Any], max_rows: int) -> Table:
+    kinds = {f["name"]: f["kind"] for f in model.features}
+    columns: dict[str, list[Any]] = {}
+    rows = None
+    for tensor in inputs:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise ApiError(400, "each input needs a name, shape, datatype and data")
+        name = tensor["name"]
+        if name not in kinds:
+            if current_app.config["UNKNOWN_FIELDS"] == "exclude":
+                continue
+            raise ApiError(400, f"unknown input {name!r}: the inputs are the model's features",
+                           {"features": list(kinds)})
+        if name in columns:
+            raise ApiError(400, f"input {name!r} is given twice")
+        values = _tensor_values(tensor, DATATYPES[kinds[name]])
+        if rows is None:
+            rows = len(values)
+            if rows > max_rows:
+                raise ApiError(400, f"too many rows: {rows} (at most {max_rows})", {"max_rows": max_rows})
+        elif len(values) != rows:
+            raise ApiError(400, f"input {name!r} has {len(values)} rows, the others {rows}")
+        columns[name] = values
+    missing = [name for name in kinds if name not in columns]
+    if missing and current_app.config["MISSING_FEATURES"] == "raise":
+        raise ApiError(400, f"missing inputs: {', '.join(missing)}", {"missing": missing})
+    if not rows:
+        raise ApiError(400, "the inputs hold no rows")
+    for name in missing:
+        columns[name] = [None] * rows
+    return Table(columns, rows)
+
+
+def _tensor_values(tensor: dict[str, Any], expected: str) -> list[Any]:
+    name, shape, datatype, data = tensor["name"], tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
+    if datatype not in ACCEPTED[expected]:
+        raise ApiError(400, f"input {name!r} must be {expected}, not {datatype}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape) or len(shape) not in (1, 2) or \
+            (len(shape) == 2 and shape[1] != 1):
+        raise ApiError(400, f"input {name!r}: shape must be [n] or [n, 1]")
+    flat = _flatten(data, name)
+    if len(flat) != shape[0]:
+        raise ApiError(400, f"input {name!r}: shape {shape} but {len(flat)} values")
+    if expected == "BYTES":
+        if not all(v is None or isinstance(v, str) for v in flat):
+            raise ApiError(400, f"input {name!r}: BYTES data must be strings")
+        return [None if v is None or v == "" else v for v in flat]
+    if expected == "BOOL":
+        if not all(v is None or isinstance(v, bool) for v in flat):
+            raise ApiError(400, f"input {name!r}: BOOL data must be true or false")
+        return flat
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in flat):
+        raise ApiError(400, f"input {name!r}: {datatype} data must be numbers")
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in flat]
+
+
+def _flatten(data: Any, name: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise ApiError(400, f"input {name!r}: data must be a list")
+    if data and all(isinstance(v, list) for v in data):  # row-major nesting of an [n, 1] tensor
+        if not all(len(v) == 1 for v in data):
+            raise ApiError(400, f"input {name!r}: nested data must be [[value], ...]")
+        return [v[0] for v in data]
+    return data
+
+
+def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
+    available = [o["name"] for o in outputs_of(model)]
+    if requested is None:
+        return available
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
+        raise ApiError(400, '"outputs" must be a list of {"name": ...}')
+    names = [o["name"] for o in requested]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ApiError(400, f"unknown outputs: {', '.join(unknown)}", {"outputs": available})
+    return names
+
+
+def _outputs(model: ServedModel, result, wanted: list[str]) -> list[dict[str, Any]]:
+    n = len(result.predictions)
+    described = {o["name"]: o for o in outputs_of(model)}
+    tensors = {}
+    if model.problem_type == "quantile":
+        levels = result.columns
+        tensors["predictions"] = ([row[level] for row in result.predictions for level in levels], [n, len(levels)])
+    else:
+        tensors["predictions"] = (result.predictions, [n])
+    if result.probabilities is not None:
+        for label, output in proba_names(result.columns).items():
+            tensors[output] = ([row[label] for row in result.probabilities], [n])
+    out = []
+    for name in wanted:
+        data, shape = tensors[name]
+        datatype = described[name]["datatype"]
+        if datatype == "BYTES":
+            data = [str(v) for v in data]
+        elif datatype == "FP64":
+            data = np.asarray(data, dtype="float64").tolist()
+        out.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
+    return out
+
+
+def _installed() -> bool:
+    try:
+        package_version("agserve")
+        return True
+    except Exception:
+        return False

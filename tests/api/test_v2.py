@@ -1,0 +1,118 @@
+"""The Open Inference Protocol (V2): NVIDIA's tritonclient against a real gunicorn, and the protocol's errors."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.api.v2 import proba_names
+from tests.data import FEATURES, mixed_frame
+from tests.servers import gunicorn
+
+DATATYPES = {"num": "FP64", "cnt": "INT64", "color": "BYTES", "flag": "BOOL", "when": "BYTES", "note": "BYTES"}
+
+
+def tensors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each feature as the numpy array a V2 client would hold: NaN for a missing number, "" for missing text."""
+    out = {}
+    for name in FEATURES:
+        column = rows[name]
+        if name == "num":
+            out[name] = column.to_numpy(dtype=np.float64)
+        elif name == "cnt":
+            out[name] = column.to_numpy(dtype=np.int64)
+        elif name == "flag":
+            out[name] = column.to_numpy(dtype=bool)
+        elif name == "when":
+            out[name] = np.array(["" if pd.isna(v) else v.isoformat() for v in column], dtype=object)
+        else:
+            out[name] = np.array(["" if v is None or v != v else v for v in column], dtype=object)
+    return out
+
+
+def test_tritonclient_against_gunicorn_equals_in_process_autogluon(repository_path, in_process):
+    import tritonclient.http as triton
+
+    rows = mixed_frame(n=12, seed=91)
+    assert rows[FEATURES].isna().any().any()  # missing numbers and missing categories are part of the test
+    with gunicorn(repository_path, AGSERVE_MODELS="multiclass") as server:
+        client = triton.InferenceServerClient(url=server.base.removeprefix("http://"))
+        headers = {"X-API-Key": server.key}
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("multiclass", headers=headers)
+        metadata = client.get_model_metadata("multiclass", headers=headers)
+        assert metadata["name"] == "multiclass" and metadata["versions"] == ["1"]
+        assert {i["name"]: i["datatype"] for i in metadata["inputs"]} == DATATYPES
+
+        inputs = []
+        for name, array in tensors(rows).items():
+            tensor = triton.InferInput(name, list(array.shape), DATATYPES[name])
+            tensor.set_data_from_numpy(array, binary_data=False)
+            inputs.append(tensor)
+        classes = [str(c) for c in in_process["multiclass"].class_labels]
+        names = proba_names(classes)
+        outputs = [triton.InferRequestedOutput(n, binary_data=False) for n in ["predictions", *names.values()]]
+        result = client.infer("multiclass", inputs, outputs=outputs, request_id="req-7", headers=headers)
+
+        expected = in_process["multiclass"].predict_proba(rows[FEATURES], as_multiclass=True)
+        assert result.get_response()["id"] == "req-7"
+        assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predictions")] == \
+            [str(v) for v in in_process["multiclass"].predict(rows[FEATURES])]
+        for label, output in names.items():
+            assert result.as_numpy(output).tolist() == expected[label].tolist(), label
+
+        # Only what is asked for comes back.
+        only = client.infer("multiclass", inputs, outputs=[triton.InferRequestedOutput("predictions",
+                                                                                        binary_data=False)],
+                            headers=headers)
+        assert [o["name"] for o in only.get_response()["outputs"]] == ["predictions"]
+
+
+def v2_body(rows, **extra):
+    return {"inputs": [{"name": n, "shape": [len(a)], "datatype": DATATYPES[n], "data": a.tolist()}
+                       for n, a in tensors(rows).items()], **extra}
+
+
+def test_v2_infer_through_the_test_client_all_problem_types(app, client, in_process):
+    rows = mixed_frame(n=5, seed=92)
+    for name in ("binary", "regression", "quantile"):
+        answer = client.post(f"/v2/models/{name}/infer", json=v2_body(rows, id="x", parameters={"a": 1}))
+        assert answer.status_code == 200, answer.json
+        outputs = {o["name"]: o for o in answer.json["outputs"]}
+        predictor = in_process[name]
+        if name == "quantile":
+            expected = predictor.predict(rows[FEATURES])
+            assert outputs["predictions"]["shape"] == [5, 3]
+            assert outputs["predictions"]["data"] == expected.to_numpy().ravel().tolist()
+        elif name == "regression":
+            assert outputs["predictions"]["data"] == predictor.predict(rows[FEATURES]).tolist()
+        else:
+            proba = predictor.predict_proba(rows[FEATURES], as_multiclass=True)
+            assert outputs["proba_yes"]["data"] == proba["yes"].tolist()
+        assert answer.json["id"] == "x" and answer.json["model_version"] == "1"
+
+
+@pytest.mark.parametrize("mutate, status", [
+    (lambda b: b["inputs"].pop(), 400),  # a feature missing
+    (lambda b: b["inputs"].append({"name": "extra", "shape": [5], "datatype": "FP64", "data": [1] * 5}), 400),
+    (lambda b: b["inputs"][0].update(shape=[4]), 400),  # shape and data disagree
+    (lambda b: b["inputs"][0].update(datatype="BYTES"), 400),
+    (lambda b: b["inputs"][2].update(data=[1, 2, 3, 4, 5]), 400),  # BYTES given numbers
+    (lambda b: b.update(outputs=[{"name": "nope"}]), 400),
+    (lambda b: b.update(inputs=[]), 400),
+    (lambda b: b["inputs"][1].update(data=[1.5] * 5, datatype="FP64"), 400),  # not whole numbers for an integer
+])
+def test_v2_errors_use_the_protocol_statuses(client, mutate, status):
+    body = v2_body(mixed_frame(n=5, seed=93))
+    mutate(body)
+    answer = client.post("/v2/models/binary/infer", json=body)
+    assert answer.status_code == status, answer.json
+    assert isinstance(answer.json["error"], str)
+
+
+def test_v2_unknown_models_and_versions_are_404(client):
+    body = v2_body(mixed_frame(n=1, seed=94))
+    assert client.post("/v2/models/nope/infer", json=body).status_code == 404
+    assert client.post("/v2/models/binary/versions/9/infer", json=body).status_code == 404
+    assert client.post("/v2/models/binary/versions/1/infer", json=body).status_code == 200
+    assert client.get("/v2/models/binary/versions/9/ready").status_code == 404
