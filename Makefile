@@ -26,10 +26,11 @@ $(STAMP):
 install: $(STAMP)
 
 # Debian packages the tests use for real: promtool (metrics check).
-system-packages:  # real servers the tests use: promtool (prometheus) and redis-server
-	@command -v promtool >/dev/null && command -v redis-server >/dev/null || { \
-	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus redis-server >/dev/null; }
+system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium
+	@command -v promtool >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server, chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus redis-server chromium \
+	  >/dev/null; }
 
 demo: install
 	$(BIN)/agserve demo --bind $(AGSERVE_BIND)

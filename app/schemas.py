@@ -48,12 +48,16 @@ class FiniteFloat(fields.Float):
         return number
 
 
+DATETIME_MIN, DATETIME_MAX = datetime(1677, 9, 22), datetime(2262, 4, 11)
+
+
 class IsoDateTime(StrippedString):
     """An ISO 8601 date or date-time without a time zone, as AutoGluon's datetime features are trained
     (AutoGluon fails on zoned values for them)."""
 
     default_error_messages = {"datetime": "Not a valid ISO 8601 date or date-time.",
-                              "zoned": "Time zone offsets are not accepted: send the local date-time, as in training."}
+                              "zoned": "Time zone offsets are not accepted: send the local date-time, as in training.",
+                              "range": "Date-times must lie between 1677-09-22 and 2262-04-11 (what pandas can hold)."}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -63,6 +67,8 @@ class IsoDateTime(StrippedString):
             raise self.make_error("datetime") from None
         if moment.tzinfo is not None:
             raise self.make_error("zoned")
+        if not DATETIME_MIN <= moment <= DATETIME_MAX:  # AutoGluon would fail converting it to datetime64[ns]
+            raise self.make_error("range")
         return text
 
 
@@ -220,3 +226,36 @@ class FeedbackBatch(StrictSchema):
     """POST /feedback with several outcomes at once: {"feedback": [item, ...]}"""
 
     feedback = fields.List(fields.Nested(FeedbackItem), required=True, validate=validate.Length(min=1))
+
+
+# --- Response shapes, for the OpenAPI document (views build their answers directly) ------------------------------
+class ErrorResponse(Schema):
+    """Every error: a message, structured details, and the request id to quote."""
+
+    error = fields.String(required=True)
+    details = fields.Dict(required=True)
+    request_id = fields.String(required=True, allow_none=True)
+
+
+class ModelInfo(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    problem_type = fields.String(required=True)
+    eval_metric = fields.String(required=True)
+
+
+class PredictionResponse(Schema):
+    """POST /predict: one prediction per row; class probabilities for classifiers (null otherwise)."""
+
+    predictions = fields.List(fields.Raw(), required=True)
+    probabilities = fields.List(fields.Dict(keys=fields.String(), values=fields.Float()), required=True,
+                                allow_none=True)
+    model_info = fields.Nested(ModelInfo, required=True)
+    timestamp = fields.String(required=True)
+    request_id = fields.String(required=True)
+
+
+class FeedbackResponse(Schema):
+    accepted = fields.Integer(required=True)
+    prediction_ids = fields.List(fields.String(), required=True)
+    request_id = fields.String(required=True)

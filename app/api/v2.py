@@ -48,6 +48,7 @@ def _protocol_status(error):
 @bp.get("")
 @require_scope("model_info")
 def server_metadata():
+    """Server metadata: name, version, extensions."""
     return jsonify({"name": "agserve", "version": package_version("agserve") if _installed() else "0",
                     "extensions": []})
 
@@ -55,12 +56,14 @@ def server_metadata():
 @bp.get("/health/live")
 @public
 def server_live():
+    """The server is live (public)."""
     return jsonify({"live": True})
 
 
 @bp.get("/health/ready")
 @public
 def server_ready():
+    """The server is ready: every served model is loaded in this worker (public)."""
     response = health_ready()
     ready = response[1] == 200 if isinstance(response, tuple) else response.status_code == 200
     return jsonify({"ready": ready}), 200 if ready else 503
@@ -70,6 +73,7 @@ def server_ready():
 @bp.get("/models/<name>/versions/<version>")
 @require_scope("model_info")
 def model_metadata(name: str, version: str | None = None):
+    """Model metadata: versions, input tensors (one per feature) and output tensors."""
     model = _model(name, version)
     return jsonify({"name": model.name, "versions": [model.version], "platform": "autogluon",
                     "inputs": [{"name": f["name"], "datatype": DATATYPES[f["kind"]], "shape": [-1]}
@@ -81,6 +85,7 @@ def model_metadata(name: str, version: str | None = None):
 @bp.get("/models/<name>/versions/<version>/ready")
 @public
 def model_ready(name: str, version: str | None = None):
+    """The model (at that version) is loaded and ready (public)."""
     model = _model(name, version)
     return jsonify({"name": model.name, "ready": True})
 
@@ -89,6 +94,7 @@ def model_ready(name: str, version: str | None = None):
 @bp.post("/models/<name>/versions/<version>/infer")
 @require_scope("predict")
 def infer(name: str, version: str | None = None):
+    """Inference: one input tensor per feature; outputs `predictions` and `proba_<label>`."""
     model = _model(name, version)
     g.model, g.version = model.name, model.version
     body = _read_request()

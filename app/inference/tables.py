@@ -17,7 +17,7 @@ import pandas as pd
 from marshmallow import Schema, fields, validate
 
 from app.inference.errors import InvalidInput
-from app.schemas import FiniteFloat, IsoDateTime, StrippedString, WholeNumber
+from app.schemas import DATETIME_MAX, DATETIME_MIN, FiniteFloat, IsoDateTime, StrippedString, WholeNumber
 
 
 class SlowPath(Exception):
@@ -184,10 +184,10 @@ def _datetimes(values: list[Any]) -> list[Any]:
             continue
         text = _string(value)
         try:
-            zoned = datetime.fromisoformat(text).tzinfo is not None
+            moment = datetime.fromisoformat(text)
         except ValueError:
             raise SlowPath() from None
-        if zoned:
+        if moment.tzinfo is not None or not DATETIME_MIN <= moment <= DATETIME_MAX:
             raise SlowPath()
         out.append(text)
     return out

@@ -147,3 +147,13 @@ def test_zoned_date_times_are_refused_clearly_rather_than_failing_in_autogluon(c
     assert response.status_code == 422
     assert response.get_json()["details"]["rows"]["0"] == {
         "when": ["Time zone offsets are not accepted: send the local date-time, as in training."]}
+
+
+@pytest.mark.parametrize("stamp", ["2809-05-01", "1600-01-01T00:00:00"])
+def test_date_times_pandas_cannot_hold_are_refused_clearly(client, dataset, stamp):
+    """Found by the fuzzer: AutoGluon failed converting them to datetime64[ns] (a 500 before)."""
+    row = dict(to_records(dataset[1][FEATURES].head(1))[0], when=stamp)
+    response = client.post("/models/binary/predict", json={"data": [row]})
+    assert response.status_code == 422
+    assert response.get_json()["details"]["rows"]["0"] == {
+        "when": ["Date-times must lie between 1677-09-22 and 2262-04-11 (what pandas can hold)."]}
