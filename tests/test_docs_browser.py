@@ -58,3 +58,82 @@ def test_swagger_ui_renders_every_operation_offline(repository_path, tmp_path):
     assert any(u.endswith("/openapi.json") for u in requests)
     assert all(urlparse(u).hostname == "127.0.0.1" for u in requests), requests
     assert (ARTIFACTS / "docs.png").stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+TRY_PREDICTION = """(async () => {
+  const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+  const find = async selector => {
+    for (let i = 0; i < 200; i++) { const node = document.querySelector(selector); if (node) return node; await sleep(50); }
+    throw new Error('not rendered: ' + selector);
+  };
+  const op = await find('#operations-prediction-post_predict');
+  window.ui.preauthorizeApiKey('ApiKey', KEY);
+  (op.querySelector('.opblock-summary-control') || op.querySelector('.opblock-summary')).click();
+  (await find('#operations-prediction-post_predict .try-out__btn')).click();
+  const editor = await find('#operations-prediction-post_predict textarea.body-param__text');
+  Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set.call(editor, BODY);
+  editor.dispatchEvent(new Event('input', {bubbles: true}));
+  await sleep(300);
+  (await find('#operations-prediction-post_predict .execute')).click();
+  const status = await find('#operations-prediction-post_predict .live-responses-table .response .response-col_status');
+  const body = await find('#operations-prediction-post_predict .live-responses-table .response .microlight');
+  return JSON.stringify({status: status.textContent.trim(), body: body.textContent});
+})()"""
+
+
+def test_swagger_ui_authorises_with_an_api_key_and_sends_a_prediction(repository_path, tmp_path):
+    """Driven through the DevTools protocol: Authorize with the key, Try it out, Execute on POST /predict."""
+    import asyncio
+
+    import aiohttp
+
+    row = {"num": 0.5, "cnt": 3, "color": "red", "flag": True, "when": "2024-03-01T10:00:00", "note": "new shiny"}
+
+    async def drive(base: str, key: str) -> tuple[dict, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}", "--no-first-run", "--disable-background-networking",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0", "--window-size=1280,1600", "about:blank", stderr=asyncio.subprocess.PIPE)
+        try:
+            while True:  # Chromium prints where its DevTools endpoint listens
+                line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+                if "DevTools listening on" in line:
+                    devtools = urlparse(line.split("on ", 1)[1].strip())
+                    break
+            async with aiohttp.ClientSession() as http:
+                targets = await (await http.get(f"http://{devtools.netloc}/json/list")).json()
+                page = next(t for t in targets if t["type"] == "page")
+                async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    ids = iter(range(1, 10_000))
+
+                    async def call(method, **params):
+                        number = next(ids)
+                        await ws.send_json({"id": number, "method": method, "params": params})
+                        while True:
+                            message = await asyncio.wait_for(ws.receive_json(), 60)
+                            if message.get("id") == number:
+                                assert "error" not in message, message
+                                return message["result"]
+
+                    await call("Page.enable")
+                    await call("Page.navigate", url=f"{base}/docs")
+                    script = TRY_PREDICTION.replace("KEY", json.dumps(key)).replace(
+                        "BODY", json.dumps(json.dumps({"data": [row]})))
+                    result = await call("Runtime.evaluate", expression=script, awaitPromise=True, returnByValue=True)
+                    assert "exceptionDetails" not in result, result
+                    shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+                    import base64
+                    return json.loads(result["result"]["value"]), base64.b64decode(shot["data"])
+        finally:
+            process.kill()
+            await process.wait()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with gunicorn(repository_path) as server:
+        answer, screenshot = asyncio.run(drive(server.base, server.key))
+        expected = server.session().post(f"{server.base}/predict", json={"data": [row]}).json()
+    assert answer["status"] == "200", answer
+    shown = json.loads(answer["body"])
+    assert shown["predictions"] == expected["predictions"] and shown["probabilities"] == expected["probabilities"]
+    (ARTIFACTS / "docs-prediction.png").write_bytes(screenshot)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from importlib.metadata import version as package_version
+from importlib.metadata import PackageNotFoundError, version as package_version
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from app.api import served_models
-from app.api.health import ready as health_ready
 from app.api.prediction import predict_and_record
 from app.auth import public, require_scope
 from app.errors import ApiError
@@ -49,8 +48,11 @@ def _protocol_status(error):
 @require_scope("model_info")
 def server_metadata():
     """Server metadata: name, version, extensions."""
-    return jsonify({"name": "agserve", "version": package_version("agserve") if _installed() else "0",
-                    "extensions": []})
+    try:
+        version = package_version("agserve")
+    except PackageNotFoundError:  # running from a checkout that was not pip-installed
+        version = "0"
+    return jsonify({"name": "agserve", "version": version, "extensions": []})
 
 
 @bp.get("/health/live")
@@ -64,8 +66,7 @@ def server_live():
 @public
 def server_ready():
     """The server is ready: every served model is loaded in this worker (public)."""
-    response = health_ready()
-    ready = response[1] == 200 if isinstance(response, tuple) else response.status_code == 200
+    ready = served_models().ready
     return jsonify({"ready": ready}), 200 if ready else 503
 
 
@@ -269,10 +270,3 @@ def _outputs(model: ServedModel, result, wanted: list[str]) -> list[dict[str, An
         out.append({"name": name, "datatype": datatype, "shape": shape, "data": data})
     return out
 
-
-def _installed() -> bool:
-    try:
-        package_version("agserve")
-        return True
-    except Exception:
-        return False

@@ -116,3 +116,26 @@ def test_v2_unknown_models_and_versions_are_404(client):
     assert client.post("/v2/models/binary/versions/9/infer", json=body).status_code == 404
     assert client.post("/v2/models/binary/versions/1/infer", json=body).status_code == 200
     assert client.get("/v2/models/binary/versions/9/ready").status_code == 404
+
+
+def test_v2_calls_share_the_cache_the_prediction_log_and_monitoring(repository_path, tmp_path):
+    import json
+
+    from app import metrics
+    from tests.conftest import build_app, client_with_key
+
+    app = build_app(tmp_path / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path), MODELS="binary",
+                    PREDICTION_LOG_DIR=str(tmp_path / "log"))
+    client = client_with_key(app)
+    body = v2_body(mixed_frame(n=3, seed=95))
+    hits = metrics.CACHE_ROWS.labels("binary", "hit")._value.get()
+    first = client.post("/v2/models/binary/infer", json=body)
+    second = client.post("/v2/models/binary/infer", json=body)
+    assert first.status_code == second.status_code == 200
+    assert metrics.CACHE_ROWS.labels("binary", "hit")._value.get() == hits + 3  # the second call: all cached
+    assert first.json["outputs"] == second.json["outputs"]
+
+    logged = [json.loads(line) for path in sorted((tmp_path / "log").iterdir()) for line in path.read_text().splitlines()]
+    assert [entry["request_id"] for entry in logged] == [first.headers["X-Request-ID"], second.headers["X-Request-ID"]]
+    assert all(entry["rows"] == 3 for entry in logged)
+    assert app.extensions["agserve.monitor"].drift(app.extensions["agserve.models"].get("binary"))["rows"] == 6
