@@ -300,6 +300,38 @@ def demo_command(bind: str) -> None:
                f"-d {shlex.quote(body)}")
 
 
+@click.command("loadtest")
+@click.argument("url")
+@click.option("--concurrency", "-c", type=int, default=8, show_default=True, help="Requests in flight at once.")
+@click.option("--duration", "-d", type=float, help="Seconds to run (or --requests).")
+@click.option("--requests", "-n", "requests_total", type=int, help="Requests to send (or --duration).")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON body to POST on every request (without it: GET).")
+@click.option("--key", envvar="AGSERVE_KEY", help="API key to send as X-API-Key (default: $AGSERVE_KEY).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
+@click.option("--allow-remote", is_flag=True, help="Allow a target that is not a loopback address.")
+def loadtest_command(url, concurrency, duration, requests_total, data_file, key, json_out, allow_remote) -> None:
+    """Load URL and report throughput, failures by status and latency percentiles."""
+    from app.loadtest import LoadTestError, run
+
+    body = Path(data_file).read_bytes() if data_file else None
+    headers = {"X-API-Key": key} if key else {}
+
+    def progress(done: int, failed: int, seconds: float) -> None:
+        click.echo(f"[{seconds:5.1f} s] {done} requests, {failed} failed", err=True)
+
+    try:
+        report = run(url, concurrency=concurrency, duration=duration, requests_total=requests_total, body=body,
+                     headers=headers, progress=progress, allow_remote=allow_remote)
+    except LoadTestError as exc:
+        click.echo(f"agserve: {exc}", err=True)
+        sys.exit(2)
+    click.echo(report.text())
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    sys.exit(0 if report.successes == report.total else 1)
+
+
 def _cli_app() -> Flask:
     from app import create_app
     return create_app({"LOAD_MODELS_ON_START": False})
@@ -310,7 +342,7 @@ def cli() -> None:
     """agserve: serve AutoGluon tabular models (settings: AGSERVE_* variables, see README)."""
 
 
-for command in (models_cli, keys_cli, token_cli, demo_command):
+for command in (models_cli, keys_cli, token_cli, demo_command, loadtest_command):
     cli.add_command(command)
 
 
