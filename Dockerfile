@@ -12,7 +12,8 @@ RUN /opt/venv/bin/pip install --no-deps /src
 FROM python:3.11.7-slim-bookworm
 # LightGBM needs the OpenMP runtime.
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home /srv/agserve agserve
+    && useradd --system --uid 10001 --home /srv/agserve agserve \
+    && mkdir -p /srv/agserve/var && chown agserve /srv/agserve/var
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv/agserve
 COPY --chown=root:root config ./config
@@ -21,6 +22,7 @@ COPY --chown=root:root wsgi.py gunicorn.conf.py ./
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 AGSERVE_ENV=production AGSERVE_MODEL_REPOSITORY=/srv/agserve/models
 USER agserve
 EXPOSE 8000
-VOLUME ["/srv/agserve/models"]
+# Models are mounted read-only; keys, monitoring and the prediction log live in var/ (a volume).
+VOLUME ["/srv/agserve/models", "/srv/agserve/var"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2).status != 200)"
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

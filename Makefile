@@ -26,11 +26,12 @@ $(STAMP):
 install: $(STAMP)
 
 # Debian packages the tests use for real: promtool (metrics check).
-system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium
-	@command -v promtool >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
-	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server, chromium"; \
+system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium, nginx
+	@command -v promtool >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null \
+	  && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || { \
+	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server, chromium, nginx"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus redis-server chromium \
-	  >/dev/null; }
+	  nginx >/dev/null; }
 
 demo: install
 	$(BIN)/agserve demo --bind $(AGSERVE_BIND)
