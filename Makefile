@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install system-packages demo run test bench clean help
+.PHONY: install system-packages demo run test bench reliability clean help
 
 help:
 	@echo "make run    set up, train+import the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
+	@echo "make reliability  run the fault scenarios under load; writes RELIABILITY.md"
 	@echo "make clean  remove the virtual environment and caches"
 
 $(STAMP):
@@ -41,6 +42,10 @@ run: demo
 
 test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+reliability: install system-packages
+	$(BIN)/python -m pytest tests/reliability -q
+	$(BIN)/python bench/reliability.py
 
 bench: install
 	@command -v hey >/dev/null || { echo "installing hey (Debian package) for the load"; apt-get update -qq && apt-get install -y -qq hey; }
