@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install system-packages demo run test bench reliability clean help
+.PHONY: install system-packages demo run test bench reliability deploy undeploy status clean help
 
 help:
 	@echo "make run    set up, train+import the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
 	@echo "make reliability  run the fault scenarios under load; writes RELIABILITY.md"
+	@echo "make deploy [DEPLOY_TARGET=local|k8s]  start or gracefully update the server; make undeploy, make status"
 	@echo "make clean  remove the virtual environment and caches"
 
 $(STAMP):
@@ -42,6 +43,17 @@ run: demo
 
 test: install system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+DEPLOY_TARGET ?= local
+
+deploy: install  # DEPLOY_TARGET=local (default): daemonised gunicorn, graceful reload on update; k8s: see deploy/k8s.sh
+	BIN=$(BIN) deploy/$(DEPLOY_TARGET).sh deploy
+
+undeploy:
+	BIN=$(BIN) deploy/$(DEPLOY_TARGET).sh undeploy
+
+status:
+	BIN=$(BIN) deploy/$(DEPLOY_TARGET).sh status
 
 reliability: install system-packages
 	$(BIN)/python -m pytest tests/reliability -q

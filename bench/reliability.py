@@ -34,6 +34,12 @@ SCENARIOS = [
                f"(outcome: {f['long_request_outcome']}); {f['other_failed']} of {f['other_requests']} other requests "
                f"failed; workers kept: {f['workers_kept']} of 2. gthread workers heartbeat from their main "
                f"thread, so a long request is not killed by the timeout."),
+    ("sustained", "Sustained load",
+     "tests/reliability/test_faults.py::test_sustained_load_has_no_errors_and_workers_hold_their_memory",
+     lambda f: f"{f['seconds']} s at concurrency {f['concurrency']} (cache off): {f['requests']} requests, "
+               f"{f['failed']} failed, {f['throughput']} req/s, p99 {f['p99_ms']} ms; worker memory "
+               f"{f['rss_mib_before']} MiB after warm-up, {f['rss_mib_after']} MiB at the end "
+               f"(largest growth {f['max_growth_pct']} %, bound 10 %)."),
 ]
 
 
@@ -59,7 +65,7 @@ def main() -> None:
               "`tests/state/test_shared_servers.py::test_redis_killed_under_load_fails_no_prediction_and_caching_resumes`.",
               "- A worker SIGKILLed under load leaves only whole lines in the prediction log: "
               "`tests/test_prediction_log.py::test_a_killed_worker_loses_no_answered_prediction_and_leaves_whole_lines`.",
-              "", "Not yet measured: five minutes of sustained load with memory growth (issue 9).", ""]
+              ""]
     if missing:
         sys.exit(f"no figures for {', '.join(missing)}: run the reliability tests first")
     (ROOT / "RELIABILITY.md").write_text("\n".join(lines))
