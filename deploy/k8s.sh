@@ -64,7 +64,8 @@ case "$action" in
     "$BIN/kubernetes-validate" --strict --quiet deploy/k8s/*.yaml || fail "a manifest is invalid"
     models=$(active_models) || fail "the models to deploy are not all active"
     [ -n "$models" ] || fail "no model has an active version"
-    tag=$(git rev-parse --short=12 HEAD) || fail "not a git checkout: the image tag needs the commit"
+    commit=$(git rev-parse --short=12 HEAD) || fail "not a git checkout: the image tag needs the commit"
+    tag=$commit
     expected=()
     while read -r name version; do
       step "validation gate: model $name version $version"
@@ -77,7 +78,7 @@ case "$action" in
       tag="$tag-$name-$version"
       expected+=("$name=$version")
     done <<< "$models"
-    [ ${#tag} -le 128 ] || tag="$(git rev-parse --short=12 HEAD)-models-$(echo "$tag" | sha256sum | cut -c1-12)"
+    [ ${#tag} -le 128 ] || tag="$commit-models-$(echo "$tag" | sha256sum | cut -c1-12)"
     image="$REGISTRY/agserve:$tag"
     step "building $image"; docker build -t "$image" . || fail "image build"
     step "pushing $image"; docker push "$image" || fail "image push"
