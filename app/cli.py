@@ -39,7 +39,8 @@ def _fail(message: str) -> None:
 @click.option("--reference-data", type=click.Path(exists=True, dir_okay=False),
               help="CSV with the features (and the label) used for statistics, scores and feature importance.")
 def import_command(predictor_dir: str, name: str, version: str | None, reference_data: str | None) -> None:
-    """Register an existing AutoGluon predictor directory as a new model version."""
+    """Register an existing AutoGluon predictor directory as a new model version (served once validated and
+    promoted)."""
     import pandas as pd
 
     from app.inference import ModelError
@@ -49,9 +50,16 @@ def import_command(predictor_dir: str, name: str, version: str | None, reference
         imported = _repository().import_predictor(predictor_dir, name, version, reference)
     except (ModelError, ValueError) as exc:
         _fail(getattr(exc, "message", str(exc)))
+    click.echo(f"imported {imported.name} version {imported.version} into {imported.path}")
+    data = "" if reference_data else " --data LABELLED.csv"
+    _echo_next_steps(imported.name, imported.version, data)
+
+
+def _echo_next_steps(name: str, version: str, data: str) -> None:
+    """Import and train only register a version: say what serves now and how this one gets served."""
     active = _repository().active_version(name)
-    click.echo(f"imported {imported.name} version {imported.version} into {imported.path}"
-               f" (active version: {active})")
+    click.echo(f"not served yet (active version of {name}: {active or 'none'}); next: "
+               f"agserve models validate {name} {version}{data} && agserve models promote {name} {version}")
 
 
 @models_cli.command("list")
@@ -59,12 +67,13 @@ def import_command(predictor_dir: str, name: str, version: str | None, reference
 def list_command(as_json: bool) -> None:
     """Show every model, its versions and which one is active."""
     repository = _repository()
+    default = current_app.config["DEFAULT_MODEL"] or repository.default_model()
     rows = []
     for name in repository.names():
         active = repository.active_version(name)
         for version in repository.versions(name):
             manifest = repository.get(name, version).manifest()
-            rows.append({"name": name, "version": version, "active": version == active,
+            rows.append({"name": name, "version": version, "active": version == active, "default": name == default,
                          "problem_type": manifest["problem_type"], "eval_metric": manifest["eval_metric"],
                          "autogluon": manifest["versions"]["autogluon"], "imported_at": manifest["imported_at"]})
     if as_json:
@@ -73,6 +82,8 @@ def list_command(as_json: bool) -> None:
     if not rows:
         click.echo(f"no models in {repository.root}")
         return
+    source = "AGSERVE_DEFAULT_MODEL" if current_app.config["DEFAULT_MODEL"] else "agserve models default NAME"
+    click.echo(f"default model (POST /predict): {default or 'none'} (set with {source})")
     header = ("NAME", "VERSION", "ACTIVE", "PROBLEM", "METRIC", "AUTOGLUON", "IMPORTED")
     table = [header] + [(r["name"], r["version"], "*" if r["active"] else "", r["problem_type"], r["eval_metric"],
                          r["autogluon"], r["imported_at"]) for r in rows]
@@ -128,7 +139,7 @@ def train_command(data_csv, label, name, time_limit, presets, cpus, memory_limit
     version = result.version
     click.echo(f"registered {version.name} version {version.version} (best model {result.model_best}); "
                f"holdout scores: {json.dumps(result.scores)}")
-    click.echo(f"next: agserve models validate {version.name} {version.version} --data {version.path / 'holdout.csv'}")
+    _echo_next_steps(version.name, version.version, "")
 
 
 @models_cli.command("validate")
@@ -160,6 +171,26 @@ def validate_command(name, version, data_csv, minimums, max_latency_ms) -> None:
     sys.exit(0 if report.passed else 1)
 
 
+@models_cli.command("default")
+@click.argument("name", required=False)
+def default_command(name: str | None) -> None:
+    """Show the default model (answered by POST /predict), or make NAME the default."""
+    from app.inference import ModelError
+
+    repository = _repository()
+    if name is None:
+        click.echo(repository.default_model() or "none")
+        return
+    previous = repository.default_model()
+    try:
+        repository.set_default_model(name)
+    except ModelError as exc:
+        _fail(exc.message)
+    _keystore().audit(_cli_actor(), "model.default", name, "cli", {"previous": previous})
+    click.echo(f"default model: {name} (was {previous or 'none'}); servers follow within seconds"
+               + (" (AGSERVE_DEFAULT_MODEL overrides it)" if current_app.config["DEFAULT_MODEL"] else ""))
+
+
 @models_cli.command("promote")
 @click.argument("name")
 @click.argument("version")
@@ -174,7 +205,7 @@ def promote_command(name: str, version: str, force: bool) -> None:
     except ModelError as exc:
         _fail(exc.message)
     _keystore().audit(_cli_actor(), "model.promote", f"{name}/{version}", "cli", result)
-    click.echo(f"{name}: active version {result['active']} (was {result['previous']})"
+    click.echo(f"{name}: active version {result['active']} (was {result['previous'] or 'none'})"
                + (" [forced, audited]" if force else ""))
 
 
@@ -190,7 +221,7 @@ def rollback_command(name: str) -> None:
     except ModelError as exc:
         _fail(exc.message)
     _keystore().audit(_cli_actor(), "model.rollback", f"{name}/{result['active']}", "cli", result)
-    click.echo(f"{name}: active version {result['active']} (was {result['previous']})")
+    click.echo(f"{name}: active version {result['active']} (was {result['previous'] or 'none'})")
 
 
 keys_cli = AppGroup("keys", help="Manage API keys.")
@@ -228,7 +259,7 @@ def _duration(text: str | None) -> int | None:
 
 @keys_cli.command("create")
 @click.option("--owner", required=True, help="Who the key is for.")
-@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin.")
+@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin, metrics.")
 @click.option("--expires", default=None, help="Lifetime such as 30d or 12h (default: no expiry).")
 def keys_create(owner: str, scopes: str, expires: str | None) -> None:
     """Create an API key and print it (it is shown only this once)."""
@@ -259,10 +290,10 @@ def keys_revoke(key_id: str) -> None:
 
 @token_cli.command("issue")
 @click.option("--sub", required=True, help="Subject (who the token is for).")
-@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin.")
+@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin, metrics.")
 @click.option("--ttl", default="15m", show_default=True, help="Lifetime (capped by AGSERVE_JWT_MAX_TTL).")
 def token_issue(sub: str, scopes: str, ttl: str) -> None:
-    """Issue a signed HS256 JWT and print it."""
+    """Issue a signed HS256 JWT and print it (the server must run with the same AGSERVE_JWT_SECRET)."""
     try:
         token, _ = current_app.extensions["agserve.tokens"].issue(sub, _scopes(scopes), _duration(ttl))
     except LookupError:
@@ -275,8 +306,11 @@ def token_issue(sub: str, scopes: str, ttl: str) -> None:
 @click.option("--bind", default="127.0.0.1:8000", help="Address used in the printed curl command.")
 @with_appcontext
 def demo_command(bind: str) -> None:
-    """First-run set-up: train and import the iris demo model, create an admin key if none exists, print a curl."""
+    """First-run set-up: train, import, validate and promote the iris demo model, create an admin key if none
+    exists, print a curl."""
     from app.demo import DEMO_NAME, train_demo
+    from app.lifecycle.validation import validate
+    from app.lifecycle.versions import promote
 
     repository = _repository()
     if repository.active_version(DEMO_NAME) is None:
@@ -284,19 +318,29 @@ def demo_command(bind: str) -> None:
         with tempfile.TemporaryDirectory() as workdir:
             predictor_dir, holdout = train_demo(Path(workdir))
             imported = repository.import_predictor(predictor_dir, DEMO_NAME, reference=holdout)
-        click.echo(f"imported {imported.name} version {imported.version}")
+        # The demo goes through the same gate as every model: validated on its holdout, then promoted.
+        report = validate(imported, holdout, current_app.config)
+        if not report.passed:
+            _fail(f"the demo model failed validation:\n{report.table()}")
+        promote(repository, DEMO_NAME, imported.version)
+        click.echo(f"imported, validated and promoted {imported.name} version {imported.version}")
+    if repository.default_model() is None and repository.names() == [DEMO_NAME]:
+        repository.set_default_model(DEMO_NAME)  # a repository from before defaults were recorded
     key = "$AGSERVE_KEY"
     if _keystore().active_count() == 0:
         key, record = _keystore().create("make-run", ["admin", "metrics", "model_info", "predict"])
         _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": "make-run", "first_run": True})
         click.echo(f"created the first API key (every scope); it is shown only now:\n  {key}")
     else:
-        click.echo("API keys exist already: set AGSERVE_KEY to one of yours (or: agserve keys create ...)")
+        click.echo("API keys exist already: set AGSERVE_KEY to one of yours; lost it? create one with every scope:\n"
+                   "  .venv/bin/agserve keys create --owner me --scopes predict,model_info,admin,metrics")
     sample = repository.get(DEMO_NAME).manifest()["reference"]["sample_row"]
     body = json.dumps({"data": [sample]})
     host = bind.replace("0.0.0.0", "127.0.0.1")
+    default = current_app.config["DEFAULT_MODEL"] or repository.default_model()
+    route = "/predict" if default == DEMO_NAME else f"/models/{DEMO_NAME}/predict"
     click.echo("when the server is ready, try:")
-    click.echo(f"  curl -s http://{host}/predict -H \"X-API-Key: {key}\" -H 'Content-Type: application/json' "
+    click.echo(f"  curl -s http://{host}{route} -H \"X-API-Key: {key}\" -H 'Content-Type: application/json' "
                f"-d {shlex.quote(body)}")
 
 

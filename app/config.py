@@ -175,10 +175,10 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # The application
-    Setting("ENV", "development", _choice(*ENVIRONMENTS), "Which `config/<env>.py` is layered over the defaults."),
+    Setting("ENV", "development", _choice(*ENVIRONMENTS), "`development`, `production` or `testing`: which `config/<env>.py` is layered over the defaults (production binds `0.0.0.0:8000` and logs predictions to var/predictions)."),
     Setting("MODEL_REPOSITORY", "models", _text, "Folder of the model repository (`<name>/<version>/`); relative paths are from the working directory."),
     Setting("MODELS", (), _name_list, "Comma-separated model names to serve; empty serves every model that has an active version."),
-    Setting("DEFAULT_MODEL", "", _model_name_or_empty, "Model answered by `POST /predict` and `GET /model/info`; empty means the only served model, or the first by name."),
+    Setting("DEFAULT_MODEL", "", _model_name_or_empty, "Model answered by `POST /predict`, `GET /model/info` and `GET /health`; empty: the one model `AGSERVE_MODELS` names, else the repository's default (its first model, or as set by `agserve models default NAME`)."),
     Setting("MAX_ROWS", 10_000, _positive_int, "Most rows in one prediction request (more: 413)."),
     Setting("MAX_BODY_BYTES", 32 * 1024 * 1024, _positive_int, "Largest request body in bytes (more: 413)."),
     Setting("UNKNOWN_FIELDS", "raise", _choice("raise", "exclude"), "What to do with a row key that is not a feature: `raise` (422) or `exclude` (drop it)."),

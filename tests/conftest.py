@@ -51,6 +51,7 @@ def repository_path(tmp_path_factory, predictor_dirs, dataset) -> Path:
     for name, path in predictor_dirs.items():
         label = PROBLEMS[name][0]
         repository.import_predictor(path, name, reference=test[FEATURES + [label]])
+        repository.activate(name, "1")  # stands in for validate + promote, which tests/lifecycle goes through
     return root
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,4 +57,57 @@ def test_deploy_update_status_undeploy_without_a_failed_request(repository_path,
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert not psutil.pid_exists(master) or psutil.Process(master).status() == psutil.STATUS_ZOMBIE
     after = make("status", env)
-    assert after.returncode != 0 and "not running" in after.stdout
+    assert after.returncode == 0 and after.stdout.strip() == "not running"
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    """The script's last line: make adds its own "make: *** [...] Error 1" after it."""
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("make: ***")]
+    return lines[-1]
+
+
+def test_each_failing_deploy_says_why_on_its_last_line_and_leaves_no_pidfile(repository_path, tmp_path):
+    repository = tmp_path / "models"
+    shutil.copytree(repository_path, repository)
+    deploy_dir = tmp_path / "deploy"
+    auth_db = tmp_path / "auth.sqlite3"
+    KeyStore(auth_db).create("deploy-test", ["predict"])
+    port = free_port()
+    env = server_env(AGSERVE_ENV="production", AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_MODELS="binary",
+                     AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_AUTH_DB=str(auth_db), WEB_CONCURRENCY="1",
+                     AGSERVE_MONITOR_DB=str(tmp_path / "monitor.sqlite3"), AGSERVE_PREDICTION_LOG_DIR="",
+                     DEPLOY_DIR=str(deploy_dir))
+    pidfile = deploy_dir / "agserve.pid"
+
+    with socket.socket() as taken:  # e.g. `make run` on the same port
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        busy = make("deploy", env)
+    assert busy.returncode != 0 and not pidfile.exists()
+    assert last_line(busy) == (f"deploy: FAILED: 127.0.0.1:{port} is already in use by another process "
+                               "(make run? another deploy?): stop it or set AGSERVE_BIND")
+
+    broken = make("deploy", {**env, "AGSERVE_UNKNOWN_FIELDS": "sometimes"})
+    assert broken.returncode != 0 and not pidfile.exists()
+    assert last_line(broken) == ("deploy: FAILED: agserve: configuration error: AGSERVE_UNKNOWN_FIELDS must be one "
+                                 "of raise, exclude (got 'sometimes')")
+
+    weights = repository / "binary" / "1" / "predictor" / "predictor.pkl"
+    original = weights.read_bytes()
+    weights.write_bytes(original + b"\0")
+    unloadable = make("deploy", env)
+    assert unloadable.returncode != 0 and not pidfile.exists()
+    assert last_line(unloadable) == ("deploy: FAILED: a model cannot be served, stopped the new server: binary: model "
+                                     "binary version 1 failed its integrity check (changed: predictor.pkl); "
+                                     "refusing to load it")
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(deploy_dir) in " ".join(p.info["cmdline"] or [])]
+
+    weights.write_bytes(original)
+    try:
+        clean = make("deploy", env)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert clean.stdout.splitlines()[-1].startswith(f"deploy: serving at http://127.0.0.1:{port}")
+        assert pidfile.is_file()
+    finally:
+        assert make("undeploy", env).returncode == 0
+    assert not pidfile.exists()

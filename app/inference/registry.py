@@ -49,15 +49,26 @@ class ModelRegistry:
         self.repository = repository
         self._configured_names = tuple(names)
         self._configured_default = default
+        self._recorded_default = ""
         self.slots: dict[str, Slot] = {}
         self._lock = threading.Lock()  # one refresh at a time (start-up load or watcher)
         self._discover()
 
     @property
     def default_name(self) -> str:
-        return self._configured_default or (sorted(self.slots)[0] if self.slots else "")
+        """AGSERVE_DEFAULT_MODEL, else the one model AGSERVE_MODELS names, else the repository's recorded default:
+        never a model picked by its name or by what else is served, so adding a model never moves `/predict`."""
+        if self._configured_default:
+            return self._configured_default
+        if len(self._configured_names) == 1:
+            return self._configured_names[0]
+        return self._recorded_default
 
     def _discover(self) -> None:
+        try:
+            self._recorded_default = self.repository.default_model() or ""
+        except (OSError, ValueError) as exc:  # keep the default known so far
+            log.error("cannot read the default model: %s", exc)
         names = self._configured_names or tuple(n for n in self.repository.names() if self.repository.active_version(n))
         for name in names:
             self.slots.setdefault(name, Slot(name))
@@ -69,8 +80,7 @@ class ModelRegistry:
     def refresh(self, settings: Mapping[str, Any]) -> None:
         """Bring every slot to its model's active version; the version serving keeps serving until then."""
         with self._lock:
-            if not self._configured_names:
-                self._discover()
+            self._discover()
             loaded = False
             for slot in list(self.slots.values()):
                 try:
@@ -79,7 +89,8 @@ class ModelRegistry:
                     log.error("cannot read the active version: %s", exc, extra={"model": slot.name})
                     continue
                 if active is None and slot.model is None:
-                    slot.status, slot.error = "failed", "no active version in the repository"
+                    slot.status, slot.error = "failed", ("no active version in the repository (a version serves once "
+                                                         "it passes `agserve models validate` and is promoted)")
                 if active is None or active in (slot.version, slot.failed_version):
                     continue
                 loaded = self._load(slot, active, settings) or loaded
@@ -134,11 +145,14 @@ class ModelRegistry:
 
     def get(self, name: str | None = None) -> ServedModel:
         """The served model called name (the default when None); 404 if not served, 503 if not ready."""
+        if name is None and not self.default_name:
+            raise ModelNotFound("no default model: choose one with `agserve models default NAME` or "
+                                "AGSERVE_DEFAULT_MODEL, or call /models/<name>/predict", {"served": sorted(self.slots)})
+        what = f"model {name!r}" if name else f"the default model {self.default_name!r}"
         name = name or self.default_name
         slot = self.slots.get(name)
         if slot is None:
-            raise ModelNotFound(f"model {name!r} is not served here" if name else "no model is served",
-                                {"served": sorted(self.slots)})
+            raise ModelNotFound(f"{what} is not served here", {"served": sorted(self.slots)})
         model = slot.model
         if model is None:
             raise ModelNotReady(f"model {name!r} is not ready", {"status": slot.status, "reason": slot.error})

@@ -1,6 +1,7 @@
 """The model repository on disk: models/<name>/<version>/{predictor/, manifest.json, schema.json}.
 
-models/<name>/state.json records the active version and the ones before it (for rollback).
+models/<name>/state.json records the active version and the ones before it (for rollback); models/default.json
+records the default model (the one `POST /predict` answers with), fixed when the repository gets its first model.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from app.inference.manifest import (MANIFEST_FILE, build_manifest, installed_ver
 
 PREDICTOR_DIR = "predictor"
 STATE_FILE = "state.json"
+DEFAULT_FILE = "default.json"
 BOUNDS_FILE = "schema.json"
 
 
@@ -74,7 +76,8 @@ class ModelRepository:
 
     def import_predictor(self, source: str | os.PathLike, name: str, version: str | None = None,
                          reference: pd.DataFrame | None = None) -> ModelVersion:
-        """Copy a saved TabularPredictor in, write its manifest, and activate it if it is the first version."""
+        """Copy a saved TabularPredictor in and write its manifest; nothing is activated (that is promote's job,
+        behind the gate). The repository's first model becomes its default model."""
         from autogluon.tabular import TabularPredictor
 
         source = Path(source)
@@ -104,9 +107,18 @@ class ModelRepository:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        if self.active_version(name) is None:
-            self.activate(name, version)
+        if self.default_model() is None and self.names() == [name]:
+            self.set_default_model(name)
         return ModelVersion(name, version, target)
+
+    def default_model(self) -> str | None:
+        """The model `POST /predict` answers with: recorded once, changed only by set_default_model."""
+        path = self.root / DEFAULT_FILE
+        return json.loads(path.read_text()).get("default") if path.is_file() else None
+
+    def set_default_model(self, name: str) -> None:
+        self.require(name)
+        _write_json(self.root / DEFAULT_FILE, {"default": name})
 
     def activate(self, name: str, version: str) -> None:
         """Make version the active one, remembering the previous for rollback."""
@@ -152,14 +164,17 @@ class ModelRepository:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _write_state(self, name: str, state: dict[str, Any]) -> None:
-        path = self._model_dir(name) / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(temporary, path)  # readers see the old or the new state, never half of one
+        _write_json(self._model_dir(name) / STATE_FILE, state)
 
     def _next_version(self, name: str) -> str:
         numbers = [int(v) for v in self.versions(name) if v.isdigit()]
         return str(max(numbers, default=0) + 1)
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)  # readers see the old or the new content, never half of it
 
 
 def version_mismatch(saved: dict[str, str], installed: dict[str, str]) -> str:

@@ -62,7 +62,20 @@ def _reference_rows(repository_path, name):
     return frame[FEATURES + [PROBLEMS[name][0]]]
 
 
-def test_first_import_is_active_and_later_ones_are_not(repository, predictor_dirs):
+def test_imports_never_activate_and_the_first_model_becomes_the_default(predictor_dirs, tmp_path):
+    fresh = ModelRepository(tmp_path / "fresh")
+    assert fresh.default_model() is None
+    fresh.import_predictor(predictor_dirs["binary"], "zeta")
+    fresh.import_predictor(predictor_dirs["binary"], "alpha")  # sorts first: changes nothing
+    assert (fresh.active_version("zeta"), fresh.active_version("alpha")) == (None, None)
+    assert fresh.default_model() == "zeta"
+    fresh.set_default_model("alpha")
+    assert fresh.default_model() == "alpha"
+    with pytest.raises(ModelNotFound):
+        fresh.set_default_model("missing")
+
+
+def test_later_imports_leave_the_active_version_alone(repository, predictor_dirs):
     second = repository.import_predictor(predictor_dirs["binary"], "binary")
     named = repository.import_predictor(predictor_dirs["binary"], "binary", version="canary")
 

@@ -25,19 +25,30 @@ def agserve(*args: str, repository, auth_db) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A repository made by `agserve models train` from a CSV: churn versions 1 and 2."""
+    """A repository made with the CLI alone from a CSV: churn version 1 trained, validated and promoted, then
+    version 2 trained. Each step's result is kept, with the active version right after the first train."""
     root = tmp_path_factory.mktemp("lifecycle")
     data = root / "churn.csv"
     mixed_frame(500, seed=3)[FEATURES + ["y_binary"]].to_csv(data, index=False)
     repository, auth_db = root / "models", root / "auth.sqlite3"
-    runs = [agserve("models", "train", str(data), "--label", "y_binary", "--name", "churn", "--time-limit", "60",
-                    "--cpus", "1", "--hyperparameters", TINY, repository=repository, auth_db=auth_db)
-            for _ in range(2)]
-    return repository, auth_db, runs
+
+    def run(*args):
+        return agserve(*args, repository=repository, auth_db=auth_db)
+
+    train = ("models", "train", str(data), "--label", "y_binary", "--name", "churn", "--time-limit", "60",
+             "--cpus", "1", "--hyperparameters", TINY)
+    steps = {"train 1": run(*train)}
+    steps["active after train 1"] = ModelRepository(repository).active_version("churn")
+    steps["promote unvalidated 1"] = run("models", "promote", "churn", "1")
+    steps["validate 1"] = run("models", "validate", "churn", "1", "--min", "accuracy=0.6", "--max-latency-ms", "500")
+    steps["promote 1"] = run("models", "promote", "churn", "1")
+    steps["train 2"] = run(*train)
+    return repository, auth_db, steps
 
 
 def test_csv_to_a_served_validated_model_with_the_cli_alone(trained, tmp_path):
-    repository, auth_db, (first, _) = trained
+    repository, auth_db, steps = trained
+    first = steps["train 1"]
     assert first.returncode == 0, first.stderr
     assert "registered churn version 1" in first.stdout
     assert "deployment copy:" in first.stdout and " MB -> " in first.stdout
@@ -47,11 +58,17 @@ def test_csv_to_a_served_validated_model_with_the_cli_alone(trained, tmp_path):
     assert manifest["reference"]["scores"] and manifest["reference"]["feature_importance"]
     assert (version.path / "holdout.csv").is_file()
 
-    validated = agserve("models", "validate", "churn", "1", "--min", "accuracy=0.6", "--max-latency-ms", "500",
-                        repository=repository, auth_db=auth_db)
+    # The first trained version goes through the gate like every later one: not served until promoted.
+    assert steps["active after train 1"] is None
+    assert "not served yet (active version of churn: none); next: agserve models validate churn 1" in first.stdout
+    refused = steps["promote unvalidated 1"]
+    assert refused.returncode == 1 and "churn version 1 has not been validated" in refused.stderr
+    validated = steps["validate 1"]
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert "churn version 1: validation PASSED" in validated.stdout
     assert json.loads((version.path / "validation.json").read_text())["passed"] is True
+    promoted = steps["promote 1"]
+    assert promoted.returncode == 0 and "churn: active version 1 (was none)" in promoted.stdout
 
     import pandas as pd
     from autogluon.tabular import TabularPredictor
@@ -66,7 +83,8 @@ def test_csv_to_a_served_validated_model_with_the_cli_alone(trained, tmp_path):
 
 
 def test_training_registers_later_versions_without_activating_them(trained):
-    repository, auth_db, (_, second) = trained
+    repository, auth_db, steps = trained
+    second = steps["train 2"]
     assert second.returncode == 0 and "registered churn version 2" in second.stdout
     assert ModelRepository(repository).active_version("churn") == "1"
 

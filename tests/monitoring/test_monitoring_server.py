@@ -24,6 +24,7 @@ def drift_repository(tmp_path_factory, predictor_dirs):
     root = tmp_path_factory.mktemp("drift-repository")
     ModelRepository(root).import_predictor(predictor_dirs["binary"], "binary",
                                            reference=mixed_frame(n=3000, seed=100)[FEATURES])
+    ModelRepository(root).activate("binary", "1")
     return root
 
 
