@@ -60,6 +60,11 @@ def test_deploy_update_status_undeploy_without_a_failed_request(repository_path,
     assert after.returncode == 0 and after.stdout.strip() == "not running"
 
 
+def servers_of(deploy_dir: Path) -> list[psutil.Process]:
+    """The gunicorn processes started with this test's pidfile."""
+    return [p for p in psutil.process_iter(["cmdline"]) if str(deploy_dir) in " ".join(p.info["cmdline"] or [])]
+
+
 def last_line(result: subprocess.CompletedProcess) -> str:
     """The script's last line: make adds its own "make: *** [...] Error 1" after it."""
     lines = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("make: ***")]
@@ -79,35 +84,37 @@ def test_each_failing_deploy_says_why_on_its_last_line_and_leaves_no_pidfile(rep
                      DEPLOY_DIR=str(deploy_dir))
     pidfile = deploy_dir / "agserve.pid"
 
-    with socket.socket() as taken:  # e.g. `make run` on the same port
-        taken.bind(("127.0.0.1", port))
-        taken.listen()
-        busy = make("deploy", env)
-    assert busy.returncode != 0 and not pidfile.exists()
-    assert last_line(busy) == (f"deploy: FAILED: 127.0.0.1:{port} is already in use by another process "
-                               "(make run? another deploy?): stop it or set AGSERVE_BIND")
-
-    broken = make("deploy", {**env, "AGSERVE_UNKNOWN_FIELDS": "sometimes"})
-    assert broken.returncode != 0 and not pidfile.exists()
-    assert last_line(broken) == ("deploy: FAILED: agserve: configuration error: AGSERVE_UNKNOWN_FIELDS must be one "
-                                 "of raise, exclude (got 'sometimes')")
-
-    weights = repository / "binary" / "1" / "predictor" / "predictor.pkl"
-    original = weights.read_bytes()
-    weights.write_bytes(original + b"\0")
-    unloadable = make("deploy", env)
-    assert unloadable.returncode != 0 and not pidfile.exists()
-    assert last_line(unloadable) == ("deploy: FAILED: a model cannot be served, stopped the new server: binary: model "
-                                     "binary version 1 failed its integrity check (changed: predictor.pkl); "
-                                     "refusing to load it")
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(deploy_dir) in " ".join(p.info["cmdline"] or [])]
-
-    weights.write_bytes(original)
     try:
+        with socket.socket() as taken:  # e.g. `make run` on the same port
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            busy = make("deploy", env)
+        assert busy.returncode != 0 and not pidfile.exists()
+        assert last_line(busy) == (f"deploy: FAILED: 127.0.0.1:{port} is already in use by another process "
+                                   "(make run? another deploy?): stop it or set AGSERVE_BIND")
+
+        broken = make("deploy", {**env, "AGSERVE_UNKNOWN_FIELDS": "sometimes"})
+        assert broken.returncode != 0 and not pidfile.exists()
+        assert last_line(broken) == ("deploy: FAILED: agserve: configuration error: AGSERVE_UNKNOWN_FIELDS must be "
+                                     "one of raise, exclude (got 'sometimes')")
+
+        weights = repository / "binary" / "1" / "predictor" / "predictor.pkl"
+        original = weights.read_bytes()
+        weights.write_bytes(original + b"\0")
+        unloadable = make("deploy", env)
+        assert unloadable.returncode != 0 and not pidfile.exists()
+        assert last_line(unloadable) == ("deploy: FAILED: a model cannot be served, stopped the new server: binary: "
+                                         "model binary version 1 failed its integrity check (changed: predictor.pkl); "
+                                         "refusing to load it")
+        assert servers_of(deploy_dir) == []
+
+        weights.write_bytes(original)
         clean = make("deploy", env)
         assert clean.returncode == 0, clean.stdout + clean.stderr
         assert clean.stdout.splitlines()[-1].startswith(f"deploy: serving at http://127.0.0.1:{port}")
         assert pidfile.is_file()
     finally:
-        assert make("undeploy", env).returncode == 0
-    assert not pidfile.exists()
+        stopped = make("undeploy", env)
+        for leftover in servers_of(deploy_dir):  # only if a failing step left its server running
+            leftover.kill()
+    assert stopped.returncode == 0 and not pidfile.exists()
