@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 from flask import Flask, current_app, g, request
 
 from app.auth.keys import KeyStore
-from app.auth.tokens import TokenService, scopes_of
+from app.auth.tokens import TokenRefused, TokenService, scopes_of
 from app.config import ConfigError
 from app.errors import ApiError
 
@@ -73,12 +73,13 @@ def limit_rate(principal: Principal, scope: str) -> None:
 
 
 def authenticate() -> Principal:
-    """The caller of this request, or ApiError(401); the body never says why a credential failed."""
+    """The caller of this request, or ApiError(401); the body says why only for a JWT whose signature did not
+    verify (see TokenService.verify), never for a key."""
     key = request.headers.get("X-API-Key")
     authorization = request.headers.get("Authorization")
     if key is None and authorization is None:
         raise _unauthorized("authentication required: send X-API-Key or Authorization: Bearer <token>")
-    principal = None
+    principal, refusal = None, "invalid credentials"
     if key is not None and authorization is None:
         record = keystore().verify(key.strip())
         if record is not None:
@@ -90,11 +91,13 @@ def authenticate() -> Principal:
             record = keystore().verify(token)
             principal = Principal("key", record.id, frozenset(record.scopes)) if record else None
         elif token:
-            claims = tokens().verify(token)
-            if claims is not None:
+            try:
+                claims = tokens().verify(token)
                 principal = Principal("jwt", str(claims["sub"]), scopes_of(claims))
+            except TokenRefused as refused:
+                refusal = str(refused)
     if principal is None:
-        raise _unauthorized("invalid credentials")
+        raise _unauthorized(refusal)
     g.principal = principal
     return principal
 

@@ -14,6 +14,11 @@ from app.config import ConfigError
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 MIN_HMAC_BYTES = 32
 DEFAULT_KID = None  # the key used for tokens without a kid header (AGSERVE_JWT_SECRET)
+BAD_SIGNATURE = "invalid credentials: the token's signature did not verify"
+
+
+class TokenRefused(Exception):
+    """A refused token; the message is safe to show the caller (it names no key, claim or setting)."""
 
 
 class TokenService:
@@ -49,22 +54,27 @@ class TokenService:
     def configured(self) -> bool:
         return bool(self.keys)
 
-    def verify(self, token: str) -> dict[str, Any] | None:
-        """The claims of a valid token; None for anything forged, expired, mis-addressed or malformed."""
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a valid token; TokenRefused for anything forged, expired, mis-addressed or malformed.
+
+        Only a token signed with another key (e.g. another AGSERVE_JWT_SECRET) is told why: the commonest set-up
+        mistake, and the signature check runs before any claim is read, so the answer reveals nothing else."""
         try:
             header = jwt.get_unverified_header(token)
             kid = header.get("kid", DEFAULT_KID)
             if kid is not None and not isinstance(kid, str):
-                return None
+                raise TokenRefused("invalid credentials")
             entry = self.keys.get(kid)
             # Each key is bound to one algorithm: an RS256 public key can never verify an HS256 token.
             if entry is None or header.get("alg") != entry[0]:
-                return None
+                raise TokenRefused("invalid credentials")
             algorithm, key = entry
             return jwt.decode(token, key, algorithms=[algorithm], audience=self.audience, issuer=self.issuer,
                               leeway=self.leeway, options={"require": REQUIRED_CLAIMS, "strict_aud": True})
+        except jwt.InvalidSignatureError:
+            raise TokenRefused(BAD_SIGNATURE) from None
         except (jwt.PyJWTError, ValueError, TypeError):
-            return None
+            raise TokenRefused("invalid credentials") from None
 
     def signing_key(self) -> tuple[str | None, bytes] | None:
         """The HS256 key tokens are issued with: AGSERVE_JWT_SECRET, else the first HS256 key of the JWKS."""

@@ -124,7 +124,33 @@ def test_public_key_only_servers_cannot_issue_tokens(repository_path, tmp_path, 
     app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary",
                     JWT_JWKS_FILE=str(public_only), JWT_ALGORITHMS="RS256,ES256")
     response = client_with_key(app).post("/admin/tokens", json={"sub": "x", "scopes": ["predict"]})
-    assert response.status_code == 404 and "no HS256 secret" in response.get_json()["error"]
+    assert response.status_code == 501 and "no HS256 secret" in response.get_json()["error"]
+
+
+def test_issuing_tokens_without_a_secret_is_501_and_says_how_to_turn_it_on(repository_path, tmp_path):
+    from tests.conftest import build_app, client_with_key
+
+    app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary")
+    response = client_with_key(app).post("/admin/tokens", json={"sub": "x", "scopes": ["predict"]})
+    assert response.status_code == 501
+    assert response.get_json()["error"] == (
+        "token issuing is off: no HS256 secret is configured (set AGSERVE_JWT_SECRET, at least 32 bytes, or add an "
+        "HS256 key to AGSERVE_JWT_JWKS_FILE)")
+
+
+def test_a_token_signed_with_another_secret_is_told_only_that_its_signature_did_not_verify(auth_app):
+    other_secret = hs_token(secret="o" * 40)  # e.g. `token issue` run with another AGSERVE_JWT_SECRET
+    expired_and_forged = hs_token(secret="o" * 40, exp=int(time.time()) - 3600)
+    for token in (other_secret, expired_and_forged):
+        response = auth_app.test_client().get("/models", headers={"Authorization": f"Bearer {token}"})
+        body = response.get_json()
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == 'Bearer realm="agserve"'
+        assert body["error"] == "invalid credentials: the token's signature did not verify"
+        assert set(body) == {"error", "details", "request_id"} and not body["details"]
+    # A genuinely signed token that fails for another reason learns nothing more than before.
+    expired = hs_token(exp=int(time.time()) - 3600)
+    assert auth_app.test_client().get("/models", headers={"Authorization": f"Bearer {expired}"}).get_json()[
+        "error"] == "invalid credentials"
 
 
 @pytest.mark.parametrize("settings, says", [
