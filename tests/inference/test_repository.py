@@ -131,6 +131,30 @@ def test_changed_file_is_refused_before_it_is_unpickled(repository, settings, tm
     assert not marker.exists()
 
 
+def test_a_change_to_any_one_predictor_file_is_refused(repository, settings):
+    """Each file in turn (model weights such as models/<Model>/model.pkl included), so no file can be left out of
+    the checksums without a failure here."""
+    version = repository.get("multiclass")
+    on_disk = sorted(p.relative_to(version.predictor_path).as_posix()
+                     for p in version.predictor_path.rglob("*") if p.is_file())
+    assert sorted(version.manifest()["files"]) == on_disk
+    assert [f for f in on_disk if f.startswith("models/") and f.endswith("/model.pkl")], "no weights to tamper with"
+    refusals = {}
+    for relative in on_disk:
+        path = version.predictor_path / relative
+        original = path.read_bytes()
+        path.write_bytes(original + b"\0")
+        try:
+            loading.load(version, settings)
+            refusals[relative] = "loaded"
+        except ModelLoadError as exc:
+            refusals[relative] = exc.message
+        finally:
+            path.write_bytes(original)
+    assert refusals == {relative: f"model multiclass version 1 failed its integrity check (changed: {relative}); "
+                                  "refusing to load it" for relative in on_disk}
+
+
 def test_missing_and_unexpected_files_are_refused(repository, settings):
     version = repository.get("regression")
     os.remove(version.predictor_path / "learner.pkl")
