@@ -15,6 +15,22 @@ from tests.conftest import build_app, client_with_key
 from tests.data import FEATURES, to_records
 from tests.servers import ROOT, gunicorn
 
+SLOW_DISK = """# A disk that takes SLOW_LOG_SECONDS to accept each prediction-log line (loaded by every process of the server).
+import os, sys, time
+sys.path.insert(0, os.getcwd())
+from app import predictionlog
+
+_write = predictionlog.PredictionLog.write
+
+
+def slow_write(self, *args, **kwargs):
+    time.sleep(float(os.environ["SLOW_LOG_SECONDS"]))
+    return _write(self, *args, **kwargs)
+
+
+predictionlog.PredictionLog.write = slow_write
+"""
+
 
 def read_log(directory):
     """Every line of every file; a line that does not parse fails the test."""
@@ -88,3 +104,27 @@ def test_a_killed_worker_loses_no_answered_prediction_and_leaves_whole_lines(rep
     # Written before the answer leaves: only requests cut off by the kill may be logged without an answer
     # (each of the 8 load threads can lose the request in flight and one kept-alive connection to that worker).
     assert len(logged - answered) <= cut_off <= 16
+
+
+@pytest.mark.server
+def test_the_line_is_on_disk_before_the_client_has_its_answer(repository_path, dataset, tmp_path):
+    """On a slow disk, a line written after the answer (a background thread, a close hook) is still missing when
+    the client holds the response headers; a line written before the answer is already there."""
+    hooks, log_dir, slow = tmp_path / "hooks", tmp_path / "log", 0.6
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_DISK)
+    body = {"data": to_records(dataset[1][FEATURES].head(2))}
+    with gunicorn(repository_path, workers=1, AGSERVE_MODELS="binary", AGSERVE_PREDICTION_LOG_DIR=str(log_dir),
+                  PYTHONPATH=str(hooks), SLOW_LOG_SECONDS=str(slow)) as server:
+        http = server.session()
+        for attempt in range(3):
+            request_id = f"before-answer-{attempt}"
+            started = time.monotonic()
+            # stream=True: returns as soon as the status line and headers arrive, before the body is read.
+            response = http.post(f"{server.base}/predict", json=body, headers={"X-Request-ID": request_id},
+                                 stream=True, timeout=30)
+            logged = {line["request_id"] for line in read_log(log_dir)} if log_dir.exists() else set()
+            waited = time.monotonic() - started
+            assert response.status_code == 200 and response.json()["request_id"] == request_id
+            assert request_id in logged, f"the client had its answer before {request_id} was on disk"
+            assert waited >= slow, "the slow disk was not in the way: the test would prove nothing"
