@@ -1,5 +1,6 @@
 """Schemathesis against a real gunicorn's /openapi.json with a valid API key: over 1,000 generated cases, no 5xx,
-every response (errors included) as documented. The NDJSON report is kept under test-artifacts/."""
+every response (errors included) as documented. The NDJSON report is kept under test-artifacts/; Schemathesis' own
+cache (.schemathesis/ in its working directory) goes to a temporary folder, so a run leaves the checkout as it was."""
 from __future__ import annotations
 
 import json
@@ -14,9 +15,17 @@ from tests.servers import ROOT, gunicorn
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+def git_status() -> str | None:
+    """`git status --porcelain` of the checkout, or None when the tests do not run from one."""
+    result = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, timeout=60)
+    return result.stdout if result.returncode == 0 else None
+
+
 def test_schemathesis_finds_no_server_error_and_no_undocumented_response(repository_path, tmp_path):
     repository = tmp_path / "repository"  # the fuzzer promotes and rolls back: never on the shared repository
     shutil.copytree(repository_path, repository)
+    status_before = git_status()
     ARTIFACTS.mkdir(exist_ok=True)
     report = ARTIFACTS / "schemathesis.ndjson"
     with gunicorn(repository) as server:
@@ -27,8 +36,9 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(reposit
                          "content_type_conformance",
              "--max-examples", "40", "--seed", "20261126", "--workers", "2", "--request-timeout", "30",
              "--report", "ndjson", "--report-ndjson-path", str(report)],
-            capture_output=True, text=True, timeout=900)
+            capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    assert git_status() == status_before, "the run changed or added files in the checkout"
 
     statuses: Counter = Counter()
     operations = set()

@@ -58,8 +58,9 @@ def issue_token():
     try:
         token, expires = tokens().issue(body["sub"], body["scopes"], parse_duration(body["ttl"]))
     except LookupError:
-        # Configured off, not missing: 501 says the server does not do this, and how to make it.
-        raise ApiError(501, "token issuing is off: no HS256 secret is configured (set AGSERVE_JWT_SECRET, at least "
+        # Configured off, not missing: 409 (the server's set-up conflicts with the request; a 5xx would read as
+        # a server failure to clients and monitors) with how to turn it on.
+        raise ApiError(409, "token issuing is off: no HS256 secret is configured (set AGSERVE_JWT_SECRET, at least "
                             "32 bytes, or add an HS256 key to AGSERVE_JWT_JWKS_FILE)") from None
     audit("token.issue", body["sub"], scopes=body["scopes"], expires_at=expires)
     return jsonify({"token": token, "token_type": "Bearer", "expires_at": expires}), 201

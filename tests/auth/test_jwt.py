@@ -124,15 +124,15 @@ def test_public_key_only_servers_cannot_issue_tokens(repository_path, tmp_path, 
     app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary",
                     JWT_JWKS_FILE=str(public_only), JWT_ALGORITHMS="RS256,ES256")
     response = client_with_key(app).post("/admin/tokens", json={"sub": "x", "scopes": ["predict"]})
-    assert response.status_code == 501 and "no HS256 secret" in response.get_json()["error"]
+    assert response.status_code == 409 and "no HS256 secret" in response.get_json()["error"]
 
 
-def test_issuing_tokens_without_a_secret_is_501_and_says_how_to_turn_it_on(repository_path, tmp_path):
+def test_issuing_tokens_without_a_secret_is_409_and_says_how_to_turn_it_on(repository_path, tmp_path):
     from tests.conftest import build_app, client_with_key
 
     app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary")
     response = client_with_key(app).post("/admin/tokens", json={"sub": "x", "scopes": ["predict"]})
-    assert response.status_code == 501
+    assert response.status_code == 409
     assert response.get_json()["error"] == (
         "token issuing is off: no HS256 secret is configured (set AGSERVE_JWT_SECRET, at least 32 bytes, or add an "
         "HS256 key to AGSERVE_JWT_JWKS_FILE)")
