@@ -32,6 +32,7 @@ def openapi():
 
 
 @bp.get("/docs")
+@bp.get("/docs/", endpoint="docs_slash")  # the address people type as often as /docs
 @public
 def docs():
     """Swagger UI: browse the API, authorise with an API key, and try a prediction."""
@@ -121,7 +122,8 @@ def _operation(rule, view, method: str, bodies: dict[str, Any], rows: dict[str, 
     access = getattr(view, ACCESS, "public")
     doc = (view.__doc__ or rule.endpoint).strip().splitlines()
     operation: dict[str, Any] = {
-        "operationId": method.lower() + re.sub(r"[^A-Za-z0-9]+", "_", rule.rule).rstrip("_"),
+        "operationId": method.lower() + re.sub(r"[^A-Za-z0-9]+", "_", rule.rule).rstrip("_")
+        + ("_slash" if rule.rule.endswith("/") else ""),
         "summary": doc[0],
         "tags": [rule.endpoint.partition(".")[0]],
         "responses": {"default": {"description": "An error, in the one JSON error shape.",
@@ -156,7 +158,7 @@ def _success(endpoint: str) -> dict[str, Any]:
         return {JSON: {"schema": FeedbackResponse}}
     if endpoint == "metrics.scrape":
         return {"text/plain": {"schema": {"type": "string"}}}
-    if endpoint in ("docs.docs", "docs.docs_static"):
+    if endpoint in ("docs.docs", "docs.docs_slash", "docs.docs_static"):
         return {"text/html": {"schema": {"type": "string"}}, "*/*": {"schema": {"type": "string"}}}
     return {JSON: {"schema": {"type": "object"}}}
 

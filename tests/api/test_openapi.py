@@ -45,6 +45,7 @@ def test_each_served_model_has_its_row_schema(app, client):
 
 
 def test_docs_page_and_its_assets_are_served_locally(client):
+    assert client.get("/docs/").data == client.get("/docs").data  # with or without the trailing slash
     page = client.get("/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.get_data(as_text=True))
