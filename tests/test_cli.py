@@ -27,16 +27,20 @@ def test_import_then_list(tmp_path, predictor_dirs, dataset):
                      repository=repository)
 
     assert first.returncode == 0, first.stderr
-    assert "imported churn version 1" in first.stdout and "(active version: 1)" in first.stdout
-    assert second.returncode == 0 and "(active version: 1)" in second.stdout
+    assert "imported churn version 1" in first.stdout
+    assert "not served yet (active version of churn: none); next: agserve models validate churn 1 && " in first.stdout
+    assert second.returncode == 0 and "--data LABELLED.csv && agserve models promote churn b" in second.stdout
+    assert agserve("models", "promote", "churn", "1", "--force", repository=repository).returncode == 0
     listing = json.loads(agserve("models", "list", "--json", repository=repository).stdout)
-    assert [(r["name"], r["version"], r["active"]) for r in listing] == [("churn", "1", True), ("churn", "b", False)]
+    assert [(r["name"], r["version"], r["active"], r["default"]) for r in listing] == [
+        ("churn", "1", True, True), ("churn", "b", False, True)]
     assert listing[0]["problem_type"] == "binary"
     manifest = json.loads((repository / "churn" / "1" / "manifest.json").read_text())
     assert manifest["reference"]["scores"] and manifest["reference"]["feature_importance"]
     table = agserve("models", "list", repository=repository).stdout.splitlines()
-    assert table[0].split() == ["NAME", "VERSION", "ACTIVE", "PROBLEM", "METRIC", "AUTOGLUON", "IMPORTED"]
-    assert table[1].split()[:3] == ["churn", "1", "*"]
+    assert table[0] == "default model (POST /predict): churn (set with agserve models default NAME)"
+    assert table[1].split() == ["NAME", "VERSION", "ACTIVE", "PROBLEM", "METRIC", "AUTOGLUON", "IMPORTED"]
+    assert table[2].split()[:3] == ["churn", "1", "*"]
 
 
 def test_import_of_a_non_predictor_fails_with_a_message(tmp_path):
@@ -85,3 +89,32 @@ def test_keys_and_tokens_from_the_command_line(tmp_path, repository_path):
     assert bad.returncode == 2 and "scopes are a comma-separated list" in bad.stderr
     actions = [e["action"] for e in app.extensions["agserve.keys"].audit_log()]
     assert actions == ["key.revoke", "token.issue", "key.create"]
+
+
+def test_every_scope_is_named_in_the_help_and_the_readme():
+    from app.auth import SCOPES
+
+    for command in (["keys", "create", "--help"], ["token", "issue", "--help"]):
+        help_text = subprocess.run([str(BIN / "agserve"), *command], capture_output=True, text=True, timeout=60).stdout
+        assert f"Comma-separated: {', '.join(SCOPES)}." in " ".join(help_text.split()), help_text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert ("right scope: `predict` for predictions, `model_info` for `/models…` and `/model/info`, `admin` for "
+            "`/admin/…`, `metrics` for `/metrics`.") in readme
+    assert f"agserve keys create --owner me --scopes {','.join(SCOPES)}" in readme
+
+
+def test_the_demo_goes_through_the_gate_and_says_how_to_get_a_key_when_keys_exist(tmp_path):
+    from app.auth.keys import KeyStore
+    from app.inference import ModelRepository
+
+    repository = tmp_path / "models"
+    KeyStore(tmp_path / "auth.db").create("earlier", ["predict"])  # keys exist: the demo makes none
+    result = agserve("demo", "--bind", "127.0.0.1:8123", repository=repository)
+    assert result.returncode == 0, result.stderr
+    assert "imported, validated and promoted iris version 1" in result.stdout
+    assert ("API keys exist already: set AGSERVE_KEY to one of yours; lost it? create one with every scope:\n"
+            "  .venv/bin/agserve keys create --owner me --scopes predict,model_info,admin,metrics") in result.stdout
+    models = ModelRepository(repository)
+    assert models.active_version("iris") == "1" and models.default_model() == "iris"
+    assert json.loads((repository / "iris" / "1" / "validation.json").read_text())["passed"] is True
+    assert "curl -s http://127.0.0.1:8123/predict " in result.stdout
