@@ -9,7 +9,7 @@ export AGSERVE_BIND ?= 127.0.0.1:8000
 .PHONY: install system-packages demo run test bench reliability deploy undeploy status clean help
 
 help:
-	@echo "make run    set up, train+import the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
+	@echo "make run    set up, train, validate and promote the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
 	@echo "make reliability  run the fault scenarios under load; writes RELIABILITY.md"
