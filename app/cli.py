@@ -179,7 +179,8 @@ def default_command(name: str | None) -> None:
 
     repository = _repository()
     if name is None:
-        click.echo(repository.default_model() or "none")
+        configured = current_app.config["DEFAULT_MODEL"]
+        click.echo(f"{configured} (AGSERVE_DEFAULT_MODEL)" if configured else repository.default_model() or "none")
         return
     previous = repository.default_model()
     try:

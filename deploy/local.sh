@@ -121,7 +121,8 @@ case "$action" in
         step "removing the stale pidfile of gunicorn $(cat "$PIDFILE"), which no longer runs"
         rm -f "$PIDFILE"
       fi
-      port_in_use && fail "$bind is already in use by another process (make run? another deploy?): stop it or set AGSERVE_BIND"
+      port_in_use \
+        && fail "$bind is already in use by another process (make run? another deploy?): stop it or set AGSERVE_BIND"
       step "starting gunicorn on $bind (log: $LOGFILE, pidfile: $PIDFILE)"
       setsid "$BIN/gunicorn" -c gunicorn.conf.py --pid "$PIDFILE" wsgi:app >>"$LOGFILE" 2>&1 < /dev/null &
       starting=$!

@@ -15,7 +15,8 @@ from tests.conftest import build_app, client_with_key
 from tests.data import FEATURES, to_records
 from tests.servers import ROOT, gunicorn
 
-SLOW_DISK = """# A disk that takes SLOW_LOG_SECONDS to accept each prediction-log line (loaded by every process of the server).
+# A disk that takes SLOW_LOG_SECONDS to accept each prediction-log line (a sitecustomize, so every server process).
+SLOW_DISK = """
 import os, sys, time
 sys.path.insert(0, os.getcwd())
 from app import predictionlog

@@ -53,8 +53,8 @@ def test_the_readme_lifecycle_runs_as_written_on_a_fresh_name(tmp_path):
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         actives.append(models.active_version("churn"))
-    # train → nothing serves; validate 1 → still nothing; promote 1 → 1; train 2, validate 2 → 1; promote 2 → 2;
-    # rollback → 1.
+    # train: nothing serves; validate 1: still nothing; promote 1: 1; train 2, validate 2: 1; promote 2: 2;
+    # rollback: 1.
     assert actives == [None, None, "1", "1", "1", "2", "1"]
 
     from autogluon.tabular import TabularPredictor
