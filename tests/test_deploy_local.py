@@ -118,3 +118,26 @@ def test_each_failing_deploy_says_why_on_its_last_line_and_leaves_no_pidfile(rep
         for leftover in servers_of(deploy_dir):  # only if a failing step left its server running
             leftover.kill()
     assert stopped.returncode == 0 and not pidfile.exists()
+
+
+def test_a_master_without_workers_gets_a_reason_not_a_silent_exit(repository_path, tmp_path):
+    """`pgrep -P` finds nothing while a master has no workers (yet): the script must go on and say why it stops."""
+    deploy_dir = tmp_path / "deploy"
+    deploy_dir.mkdir()
+    auth_db = tmp_path / "auth.sqlite3"
+    KeyStore(auth_db).create("deploy-test", ["predict"])
+    # Stands in for a master between its start and its first fork: alive, childless, unmoved by SIGHUP.
+    master = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                               "signal.SIG_IGN); time.sleep(120)"])
+    (deploy_dir / "agserve.pid").write_text(str(master.pid))
+    env = server_env(AGSERVE_ENV="production", AGSERVE_MODEL_REPOSITORY=str(repository_path),
+                     AGSERVE_BIND=f"127.0.0.1:{free_port()}", AGSERVE_AUTH_DB=str(auth_db),
+                     DEPLOY_DIR=str(deploy_dir), READY_TIMEOUT="2")
+    try:
+        result = make("deploy", env)
+    finally:
+        master.kill()
+        master.wait()
+    assert result.returncode != 0
+    assert f"deploy: updating: graceful reload of gunicorn {master.pid} (workers )" in result.stdout
+    assert last_line(result) == f"deploy: FAILED: not ready within 2s; see {deploy_dir}/agserve.log"
