@@ -82,7 +82,9 @@ def register_models(app: Flask) -> None:
 
         app.extensions["agserve.prediction_log"] = PredictionLog(
             app.config["PREDICTION_LOG_DIR"], app.config["PREDICTION_LOG_SAMPLE"], app.config["PREDICTION_LOG_DROP"],
-            app.config["PREDICTION_LOG_MAX_MB"] * 2 ** 20, app.config["PREDICTION_LOG_ROTATE_SECONDS"])
+            app.config["PREDICTION_LOG_MAX_MB"] * 2 ** 20, app.config["PREDICTION_LOG_ROTATE_SECONDS"],
+            app.config["ON_RECORD_FAILURE"], app.config["PREDICTION_LOG_MAX_TOTAL_MB"] * 2 ** 20,
+            app.config["PREDICTION_LOG_RETENTION_DAYS"] * 86400)
     if app.config["LOAD_MODELS_ON_START"]:
         registry.load_all(app.config)
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))

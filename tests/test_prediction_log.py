@@ -88,3 +88,23 @@ def test_a_killed_worker_loses_no_answered_prediction_and_leaves_whole_lines(rep
     # Written before the answer leaves: only requests cut off by the kill may be logged without an answer
     # (each of the 8 load threads can lose the request in flight and one kept-alive connection to that worker).
     assert len(logged - answered) <= cut_off <= 16
+
+
+def test_retention_deletes_the_oldest_files_past_the_age_and_the_total_size_never_a_written_one(tmp_path):
+    now = time.time()
+    log = PredictionLog(tmp_path, max_bytes=1000, rotate_seconds=3600, max_total_bytes=2000,
+                        retention_seconds=10 * 86400)
+    ages = {"ancient": 20 * 86400, "old": 5 * 86400, "older": 6 * 86400, "recent": 60}  # seconds since written
+    for name, age in ages.items():
+        path = tmp_path / f"predictions-{name}.jsonl"
+        path.write_bytes(b"x" * 900)
+        os.utime(path, (now - age, now - age))
+    log.write("r0", "m", "1", {"x": [1.0]}, [0], None)  # opening its first file applies retention
+    left = {p.name for p in tmp_path.glob("*.jsonl")}
+    # ancient: too old; then the oldest go until the total fits; "recent" may still be open in another worker.
+    assert {f"predictions-{n}.jsonl" for n in ages} & left == {"predictions-old.jsonl", "predictions-recent.jsonl"}
+    assert log._path.name in left
+    for i in range(1, 40):  # this worker's own rotated files are deleted as soon as the total asks for it
+        log.write(f"r{i}", "m", "1", {"x": [float(i)]}, [i], None)
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.jsonl")) <= 2000 + 900 + 1000  # + "recent" + one file
+    assert log._path.exists()
