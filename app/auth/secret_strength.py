@@ -1,8 +1,8 @@
 """Production secrets must be real: not a placeholder from this repository's templates, not guessable.
 
-The placeholders are the values the templates ship (deploy/k8s/secret.yaml, docker-compose.yml, config/, README);
-tests/auth/test_secrets.py reads them from those files, so a template that gains a new one fails the suite until
-it is listed here or caught by the words below.
+The placeholders are the values the templates ship (deploy/k8s/examples/secret.yaml, docker-compose.yml, config/,
+the README); tests/auth/test_secrets.py reads them from those files, so a template that gains a new one fails the
+suite until it is listed here or caught by the words below.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import zlib
 from collections import Counter
 
 PLACEHOLDERS = frozenset({
-    "replace-with-a-long-random-string",  # deploy/k8s/secret.yaml
-    "replace-with-at-least-32-random-bytes-of-secret",  # deploy/k8s/secret.yaml
+    "replace-with-a-long-random-string",  # deploy/k8s/examples/secret.yaml
+    "replace-with-at-least-32-random-bytes-of-secret",  # deploy/k8s/examples/secret.yaml
     "...",  # README examples
 })
 # Words that only a template puts in a secret (a random 40-character value holds one of them about never).

@@ -23,7 +23,7 @@ def template_placeholders() -> set[str]:
     """Every secret value the repository's templates ship: the k8s Secret, compose's environment, config/*.py and
     the README's examples."""
     found = set()
-    for document in yaml.safe_load_all((ROOT / "deploy/k8s/secret.yaml").read_text()):
+    for document in yaml.safe_load_all((ROOT / "deploy/k8s/examples/secret.yaml").read_text()):
         found |= {str(v) for v in {**document.get("stringData", {}), **document.get("data", {})}.values()}
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for service in compose["services"].values():
