@@ -38,15 +38,21 @@ for name in wanted or sorted(active):
     print(name, active[name])'
 }
 
-# Run in a pod of the new rollout: /health/ready through the Service must be ready with the validated versions.
+# Run in a pod of the new rollout: /health/ready through the Service must be ready, and each validated version must
+# be the one served (the public V2 readiness of a model version: production's /health names no models).
 SMOKE_CHECK='
-import json, sys, urllib.request
+import json, sys, urllib.error, urllib.request
 url, expected = sys.argv[1], dict(pair.split("=") for pair in sys.argv[2:])
-body = json.load(urllib.request.urlopen(url + "/health/ready", timeout=10))
-served = {name: slot["version"] for name, slot in body["models"].items()}
-wrong = {name: served.get(name) for name, version in expected.items() if served.get(name) != version}
-print("smoke test:", body["status"], served)
-sys.exit(f"not serving the validated versions: {wrong}" if wrong or body["status"] != "ready" else 0)'
+def status(path):
+    try:
+        return urllib.request.urlopen(url + path, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code
+ready = status("/health/ready")
+wrong = {name: version for name, version in expected.items()
+         if status(f"/v2/models/{name}/versions/{version}/ready") != 200}
+print("smoke test:", "ready" if ready == 200 else f"not ready ({ready})", "versions not served:", wrong or "none")
+sys.exit(f"not serving the validated versions: {wrong}" if wrong or ready != 200 else 0)'
 
 # Reads `kubectl get secret -o json` on stdin: the operator's Secret must hold values production accepts.
 SECRET_CHECK='

@@ -108,7 +108,7 @@ def test_a_good_deploy_builds_the_tagged_image_applies_it_once_and_passes_the_sm
     assert not [p for p in applied.iterdir() if "kind: Secret" in p.read_text()]
     assert f"image: {image}" in (applied / "deployment.yaml").read_text()
     assert "agserve:latest" not in (applied / "deployment.yaml").read_text()
-    assert "smoke test: ready {'binary': '1'}" in result.stdout and f"deploy: deployed {image}" in result.stdout
+    assert "smoke test: ready versions not served: none" in result.stdout and f"deploy: deployed {image}" in result.stdout
     assert "validation PASSED" in result.stdout
 
 
@@ -126,7 +126,7 @@ def test_a_failed_smoke_test_rolls_back_and_a_first_deploy_says_there_is_nothing
     # The gate validates regression version 1, but the pods (the real server) serve only binary.
     result, calls, _ = deploy(k8s_setup, tmp_path, AGSERVE_MODELS="regression", PREVIOUS_REVISION="3")
     assert result.returncode != 0
-    assert "not serving the validated versions: {'regression': None}" in result.stderr
+    assert "not serving the validated versions: {'regression': '1'}" in result.stderr
     assert calls[-2] == "kubectl --namespace prod rollout undo deployment/agserve --to-revision=3"
     assert "deploy: FAILED: smoke test of registry.test/team/agserve:" in result.stderr
 

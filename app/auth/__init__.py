@@ -100,6 +100,19 @@ def authenticate() -> Principal:
     return principal
 
 
+def may_see(scope: str) -> bool:
+    """On a public route: whether this caller may see what `scope` guards. Outside production everyone may; in
+    production only a credential holding the scope (a missing or bad one just gets the public answer)."""
+    if current_app.config["ENV"] != "production":
+        return True
+    if request.headers.get("X-API-Key") is None and request.headers.get("Authorization") is None:
+        return False
+    try:
+        return scope in authenticate().scopes
+    except ApiError:
+        return False
+
+
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="agserve"'})
 

@@ -137,8 +137,8 @@ class ModelRegistry:
         name = name or self.default_name
         slot = self.slots.get(name)
         if slot is None:
-            raise ModelNotFound(f"model {name!r} is not served here" if name else "no model is served",
-                                {"served": sorted(self.slots)})
+            # No list of the served models: GET /models shows them to callers with the model_info scope.
+            raise ModelNotFound(f"model {name!r} is not served here" if name else "no model is served")
         model = slot.model
         if model is None:
             raise ModelNotReady(f"model {name!r} is not ready", {"status": slot.status, "reason": slot.error})
