@@ -10,7 +10,8 @@ from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, logging, errors, blueprints, commands, the served models, then monitoring."""
+    """Build the app: settings, proxies, logging, errors, blueprints, commands, the served models, then
+    monitoring."""
     from app.config import load_settings
 
     from app.jsonio import OrjsonProvider
@@ -22,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"] + 1
     app.debug = app.config["DEBUG"]
 
+    trust_proxies(app)
     configure_logging(app)
     register_error_handlers(app)
     register_auth(app)
@@ -31,6 +33,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_models(app)
     register_monitoring(app)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind AGSERVE_TRUSTED_PROXIES proxies, the client address and scheme are the ones they forwarded."""
+    count = app.config["TRUSTED_PROXIES"]
+    if count:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
 
 
 def configure_logging(app: Flask) -> None:
