@@ -104,3 +104,24 @@ def test_refuse_answers_503_and_every_answered_prediction_is_logged(repository_p
         assert {line["request_id"] for line in read_log(disk / "predictions")} == answered
     lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
     assert not [line for line in lines if line.get("status", 0) >= 500 or "traceback" in line]
+
+
+def test_refuse_stops_answering_while_the_monitoring_store_cannot_be_written(repository_path, dataset, tmp_path):
+    from tests.conftest import build_app, client_with_key
+
+    rows = to_records(dataset[1][FEATURES].head(2))
+    with tiny_disk(tmp_path / "disk") as disk:
+        app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary",
+                        ON_RECORD_FAILURE="refuse", MONITOR_DB=str(disk / "monitor.sqlite3"))
+        client = client_with_key(app)
+        collector = app.extensions["agserve.monitor"].collector
+        assert client.post("/predict", json={"data": rows}).status_code == 200
+        collector.flush()
+        fill(disk)
+        assert client.post("/predict", json={"data": rows}).status_code == 200  # not known yet: the write is later
+        collector.flush()  # fails: the disk is full
+        refused = client.post("/predict", json={"data": rows})
+        assert refused.status_code == 503 and refused.get_json()["details"] == {"store": "monitoring"}
+        (disk / "filler").unlink()
+        collector.flush()  # the refusals' own traffic notes go through: the store works again
+        assert client.post("/predict", json={"data": rows}).status_code == 200
