@@ -68,6 +68,10 @@ def test_the_deployment_probes_shuts_down_gracefully_and_runs_locked_down():
     assert ("Secret", sources["secretRef"]) in manifests(K8S / "examples")
     hpa = documents[("HorizontalPodAutoscaler", "agserve")]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "agserve" and hpa["minReplicas"] >= 2
+    # Retention keeps every pod's prediction log (plus each worker's open file) within the shared volume.
+    volume = documents[("PersistentVolumeClaim", "agserve-logs")]["spec"]["resources"]["requests"]["storage"]
+    per_pod = settings["PREDICTION_LOG_MAX_TOTAL_MB"] + settings["WORKERS"] * settings["PREDICTION_LOG_MAX_MB"]
+    assert hpa["maxReplicas"] * per_pod <= int(volume.removesuffix("Gi")) * 1024
     redis = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", settings["REDIS_URL"])
     service = documents[("Service", redis.group(1))]["spec"]
     assert service["ports"][0]["port"] == int(redis.group(2))
