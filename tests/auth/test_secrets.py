@@ -108,3 +108,14 @@ def test_a_token_cannot_create_a_key_that_outlives_it(auth_app):
     admin_key, _ = auth_app.extensions["agserve.keys"].create("ops", ["admin"])  # keys are not bound by this rule
     assert client.post("/admin/keys", json={"owner": "x", "scopes": ["predict"]},
                        headers={"X-API-Key": admin_key}).status_code == 201
+
+
+def test_the_app_factory_refuses_them_too(tmp_path):
+    from app import create_app
+
+    settings = {"ENV": "production", "AUTH_DB": str(tmp_path / "auth.db"), "LOAD_MODELS_ON_START": False,
+                "MONITORING": False, "PREDICTION_LOG_DIR": ""}
+    with pytest.raises(ConfigError, match="^production needs AGSERVE_KEY_PEPPER"):
+        create_app(settings)
+    with pytest.raises(ConfigError, match="^AGSERVE_KEY_PEPPER is a placeholder from a template$"):
+        create_app({**settings, "KEY_PEPPER": PLACEHOLDERS[-1]})
