@@ -25,8 +25,8 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
     header_timeout = 10.0  # seconds; gunicorn.conf.py sets AGSERVE_HEADER_TIMEOUT
 
     def handle(self, conn):
-        if self.cfg.is_ssl:  # the bytes on the socket are TLS records, not headers: gunicorn's own path
-            return super().handle(conn)
+        if self.cfg.is_ssl or gthread.negotiation.prior_knowledge_allowed(self.cfg, conn.client):
+            return super().handle(conn)  # TLS records or an HTTP/2 preface, not headers: gunicorn's own path
         arrived = self._gather_headers(conn)
         if arrived is None:
             return gthread._DEFER  # back to the poller until more arrives
