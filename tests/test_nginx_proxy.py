@@ -92,8 +92,14 @@ def test_nginx_passes_the_real_client_and_guards_the_edge(repository_path, tmp_p
             with pytest.raises(ssl.SSLError):  # TLS 1.1, and TLS 1.2 with a CBC/SHA-1 suite, are refused
                 connection(port, **offer).connect()
 
-        statuses = [call(port, "GET", "/health/live")[0].status for _ in range(60)]  # anonymous flood
-        assert statuses[:20] == [200] * 20 and 429 in statuses
+        with contextlib.closing(connection(port)) as flood:  # anonymous, on one kept-alive connection: fast
+            statuses = []
+            for _ in range(100):
+                flood.request("GET", "/health/live")
+                answer = flood.getresponse()
+                answer.read()
+                statuses.append(answer.status)
+        assert statuses[:20] == [200] * 20 and statuses.count(429) >= 40  # a burst of 20, then 10 per second
         refused, body, _ = call(port, "GET", "/health/live")
         assert refused.status == 429 and set(json.loads(body)) == {"error", "details", "request_id"}
         assert re.fullmatch(r"[0-9a-f]{32}", json.loads(body)["request_id"])
