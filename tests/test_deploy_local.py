@@ -78,9 +78,11 @@ def test_each_failing_deploy_says_why_on_its_last_line_and_leaves_no_pidfile(rep
     shutil.copytree(repository_path, repository)
     deploy_dir = tmp_path / "deploy"
     auth_db = tmp_path / "auth.sqlite3"
-    KeyStore(auth_db).create("deploy-test", ["predict"])
+    pepper = secrets.token_urlsafe(32)  # production refuses to run without one
+    KeyStore(auth_db, pepper).create("deploy-test", ["predict"])
     port = free_port()
-    env = server_env(AGSERVE_ENV="production", AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_MODELS="binary",
+    env = server_env(AGSERVE_ENV="production", AGSERVE_KEY_PEPPER=pepper, AGSERVE_MODEL_REPOSITORY=str(repository),
+                     AGSERVE_MODELS="binary",
                      AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_AUTH_DB=str(auth_db), WEB_CONCURRENCY="1",
                      AGSERVE_MONITOR_DB=str(tmp_path / "monitor.sqlite3"), AGSERVE_PREDICTION_LOG_DIR="",
                      DEPLOY_DIR=str(deploy_dir))
@@ -127,12 +129,13 @@ def test_a_master_without_workers_gets_a_reason_not_a_silent_exit(repository_pat
     deploy_dir = tmp_path / "deploy"
     deploy_dir.mkdir()
     auth_db = tmp_path / "auth.sqlite3"
-    KeyStore(auth_db).create("deploy-test", ["predict"])
+    pepper = secrets.token_urlsafe(32)
+    KeyStore(auth_db, pepper).create("deploy-test", ["predict"])
     # Stands in for a master between its start and its first fork: alive, childless, unmoved by SIGHUP.
     master = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
                                "signal.SIG_IGN); time.sleep(120)"])
     (deploy_dir / "agserve.pid").write_text(str(master.pid))
-    env = server_env(AGSERVE_ENV="production", AGSERVE_MODEL_REPOSITORY=str(repository_path),
+    env = server_env(AGSERVE_ENV="production", AGSERVE_KEY_PEPPER=pepper, AGSERVE_MODEL_REPOSITORY=str(repository_path),
                      AGSERVE_BIND=f"127.0.0.1:{free_port()}", AGSERVE_AUTH_DB=str(auth_db),
                      DEPLOY_DIR=str(deploy_dir), READY_TIMEOUT="2")
     try:

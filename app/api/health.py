@@ -50,6 +50,8 @@ def ready():
         body["models"] = registry.status()
     if not registry.ready:
         body["reason"] = _not_ready_reason(registry)
+        # Counts name nothing, and tell a deploy script that waiting cannot help once a model has failed.
+        body["models_failed"] = sum(1 for slot in registry.slots.values() if slot.status == "failed")
     return jsonify(body), 200 if registry.ready else 503
 
 

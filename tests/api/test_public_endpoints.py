@@ -10,6 +10,7 @@ import pytest
 
 from app.auth import ACCESS
 from app.auth.keys import KeyStore
+from app.inference import ModelRepository
 from tests.conftest import build_app
 from tests.data import FEATURES
 
@@ -25,6 +26,7 @@ def production(repository_path, tmp_path_factory):
     shutil.copytree(repository_path / "binary", repository / "tampered")
     with open(repository / "tampered" / "1" / "predictor" / "learner.pkl", "ab") as handle:
         handle.write(b"tampered")
+    ModelRepository(repository).set_default_model("binary")
     key, _ = KeyStore(root / "auth.db", PEPPER).create("ops", ["model_info"])
     app = build_app(root / "auth.db", ENV="production", KEY_PEPPER=PEPPER, MODEL_REPOSITORY=str(repository),
                     PREDICTION_LOG_DIR="", RELOAD_INTERVAL=0)
