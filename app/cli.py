@@ -62,6 +62,26 @@ def _echo_next_steps(name: str, version: str, data: str) -> None:
                f"agserve models validate {name} {version}{data} && agserve models promote {name} {version}")
 
 
+@models_cli.command("background")
+@click.argument("name")
+@click.argument("version")
+@click.option("--data", "reference_data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV with the features (and the label, for stratifying) to sample the background from.")
+def background_command(name: str, version: str, reference_data: str) -> None:
+    """Choose and store the background sample that explanations of NAME VERSION compare rows with."""
+    import pandas as pd
+
+    from app.inference import ModelError
+
+    try:
+        entry = _repository().set_background(name, version, pd.read_csv(reference_data))
+    except (ModelError, ValueError) as exc:
+        _fail(getattr(exc, "message", str(exc)))
+    click.echo(f"stored a background sample of {entry['rows']} rows for {name} version {version} "
+               f"(sha256 {entry['sha256'][:12]}…); workers load it when the version is next loaded "
+               "(promote it, or restart)")
+
+
 @models_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_command(as_json: bool) -> None:
