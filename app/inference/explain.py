@@ -104,49 +104,62 @@ def explain_table(model: ServedModel, table: Table, permutations: int, cache=Non
     keys = row_keys(namespace, columns, names, table.n) if cache is not None else None
     found = cache.get_many(keys) if cache is not None else [None] * table.n
     seeds = row_keys(f"{model.name}:{model.version}", columns, names, table.n)  # the same on every worker
-    fresh = {}
-    for i in range(table.n):
-        if found[i] is None:
-            found[i] = _explain_row(model, take_rows(columns, [i]), background, permutations,
-                                    int(seeds[i][:16], 16))
-            if keys is not None:
-                fresh[keys[i]] = found[i]
-    if fresh:
-        cache.set_many(fresh)
+    todo = [i for i in range(table.n) if found[i] is None]
+    if todo:
+        computed = _explain_rows(model, take_rows(columns, todo), background, permutations,
+                                 [int(seeds[i][:16], 16) for i in todo])
+        for i, explanation in zip(todo, computed):
+            found[i] = explanation
+        if cache is not None:
+            cache.set_many({keys[i]: found[i] for i in todo})
     integers = {f["name"] for f in model.features if f["kind"] == "integer"}
     return [{**explanation, "inputs": {name: _input_value(columns[name][i], name in integers) for name in names}}
             for i, explanation in enumerate(found)]
 
 
-def _explain_row(model: ServedModel, row: dict[str, Any], background: dict[str, Any], permutations: int,
-                 seed: int) -> dict[str, Any]:
+def _explain_rows(model: ServedModel, rows: dict[str, Any], background: dict[str, Any], permutations: int,
+                  seeds: list[int]) -> list[dict[str, Any]]:
+    """All rows' masked copies in one stream of model calls: [the rows, the background, row 1's blocks, ...]."""
     names = model.feature_names
-    p = len(names)
-    m = len(next(iter(background.values()))) if background else 0
-    rng = np.random.default_rng(seed)
-    half = [rng.permutation(p) for _ in range(permutations // 2)]
-    orders = half + [order[::-1] for order in half]  # antithetic pairs halve the variance for free
+    p, r = len(names), len(seeds)
+    m = len(next(iter(background.values())))
     steps = max(p - 1, 0)  # the first (all background) and last (all row) steps are the base and the row itself
+    orders, designs = [], []
+    for i, seed in enumerate(seeds):
+        rng = np.random.default_rng(seed)
+        half = [rng.permutation(p) for _ in range(permutations // 2)]
+        orders.append(half + [order[::-1] for order in half])  # antithetic pairs halve the variance for free
+        designs.append(_masked(names, take_rows(rows, [i]), background, orders[-1], steps, m))
+    kinds = {feature["name"]: feature["kind"] for feature in model.features}
+    block = permutations * steps * m
+    answers, outputs = _predict(model, merge_columns([rows, background, *designs], kinds), r + m + r * block, r)
+    base = outputs[r:r + m].mean(axis=0)
+    explanations = []
+    for i in range(r):
+        value = outputs[i]
+        means = outputs[r + m + i * block:r + m + (i + 1) * block].reshape(permutations, steps, m, -1).mean(axis=2)
+        path = np.concatenate([np.broadcast_to(base, (permutations, 1, len(base))), means,
+                               np.broadcast_to(value, (permutations, 1, len(value)))], axis=1)
+        taken = np.diff(path, axis=1)  # (orders, features, outputs): step j is feature order[j]'s contribution
+        contributions = np.zeros((p, outputs.shape[1]))
+        for order, steps_of_order in zip(orders[i], taken):
+            contributions[order] += steps_of_order
+        contributions /= permutations
+        explanations.append({"prediction": answers[i], "outputs": _output_names(answers[i]),
+                             "value": value.tolist(), "base": base.tolist(), "contributions": contributions.tolist()})
+    return explanations
+
+
+def _masked(names: list[str], row: dict[str, Any], background: dict[str, Any], orders: list[np.ndarray],
+            steps: int, m: int) -> dict[str, Any]:
+    """Block (k, j) of m rows: feature f from the row when it is among the first j+1 features of order k, else
+    from each background row."""
     masked = {}
     for f, name in enumerate(names):
-        # Block (k, j) takes feature f from the row when f is among the first j+1 features of order k.
         from_row = np.array([[np.flatnonzero(order == f)[0] <= j for j in range(steps)] for order in orders],
                             dtype=bool).reshape(-1)
-        masked[name] = _mix(row[name], background[name], np.repeat(from_row, m))
-    kinds = {feature["name"]: feature["kind"] for feature in model.features}
-    rows = merge_columns([row, background, masked], kinds)
-    answer, outputs = _predict(model, rows, 1 + m + len(orders) * steps * m)
-    value, base = outputs[0], outputs[1:1 + m].mean(axis=0)
-    means = outputs[1 + m:].reshape(len(orders), steps, m, -1).mean(axis=2)
-    path = np.concatenate([np.broadcast_to(base, (len(orders), 1, len(base))), means,
-                           np.broadcast_to(value, (len(orders), 1, len(value)))], axis=1)
-    steps_taken = np.diff(path, axis=1)  # (orders, features, outputs): step j is feature order[j]'s contribution
-    contributions = np.zeros((p, outputs.shape[1]))
-    for order, taken in zip(orders, steps_taken):
-        contributions[order] += taken
-    contributions /= len(orders)
-    return {"prediction": answer, "outputs": _output_names(model, answer), "value": value.tolist(),
-            "base": base.tolist(), "contributions": contributions.tolist()}
+        masked[name] = _mix(row[name][0], background[name], np.repeat(from_row, m))
+    return masked
 
 
 def _mix(value: Any, background: Any, from_row: np.ndarray) -> Any:
@@ -157,16 +170,18 @@ def _mix(value: Any, background: Any, from_row: np.ndarray) -> Any:
     return tiled if tiled.dtype != object else tiled.tolist()
 
 
-def _predict(model: ServedModel, columns: dict[str, Any], n: int) -> tuple[list[Any], np.ndarray]:
+def _predict(model: ServedModel, columns: dict[str, Any], n: int, answered: int) -> tuple[list[Any], np.ndarray]:
     """All rows through the model's batcher in chunks it takes whole, so predictions queued meanwhile get their
-    turn between chunks; returns the first row's answer and every row's outputs."""
+    turn between chunks; returns the first rows' answers (as the cache keeps them) and every row's outputs."""
     chunk = model.batcher.max_rows if model.batcher is not None else n
-    parts = []
+    answers, outputs = [], []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        part = {name: values[start:stop] for name, values in columns.items()}
-        parts.append(model.predict_columns(MaskedRows(part), stop - start))
-    return parts[0].row(0), np.concatenate([_output_matrix(part) for part in parts])
+        part = model.predict_columns(MaskedRows({name: values[start:stop] for name, values in columns.items()}),
+                                     stop - start)
+        answers.extend(part.row(j) for j in range(min(answered - start, stop - start)))
+        outputs.append(_output_matrix(part))
+    return answers, np.concatenate(outputs)
 
 
 def _output_matrix(prediction: Prediction) -> np.ndarray:
@@ -177,7 +192,7 @@ def _output_matrix(prediction: Prediction) -> np.ndarray:
     return np.asarray(prediction.predictions, dtype="float64").reshape(-1, 1)
 
 
-def _output_names(model: ServedModel, answer: list[Any]) -> list[str | None]:
+def _output_names(answer: list[Any]) -> list[str | None]:
     probabilities = answer[1]
     if probabilities is not None:
         return list(probabilities)
