@@ -193,7 +193,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCHING", True, _boolean, "Gather concurrent requests for one model into one model call, in each worker."),
     Setting("BATCH_MAX_ROWS", 512, _positive_int, "Most rows in one batched model call (a larger request runs alone)."),
     Setting("BATCH_MAX_WAIT_MS", 2.0, _milliseconds, "Longest a batch waits for requests that are still being validated; a lone request never waits."),
-    Setting("EXPLAIN_MAX_ROWS", 100, _positive_int, "Most rows in one explanation request (more: 413); each row costs about permutations × features × 50 rows of prediction."),
+    Setting("EXPLAIN_MAX_ROWS", 20, _positive_int, "Most rows in one explanation request (more: 413); each row costs about permutations × features × 50 rows of prediction."),
     Setting("EXPLAIN_CONCURRENCY", 2, _positive_int, "Explanation requests each worker computes at once; more are refused with 503 and Retry-After, so explanations never crowd out predictions."),
     Setting("EXPLAIN_PERMUTATIONS", 10, _even_positive_int, "Feature orderings sampled per explained row (antithetic pairs, so even); more is smoother and slower, the sum is exact either way."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
