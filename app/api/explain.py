@@ -88,6 +88,44 @@ def _options() -> tuple[bool, int | None]:
     return classes == "all", int(top)
 
 
+# --- the OpenAPI description (app/api/docs.py) --------------------------------------------------------------------
+
+METHOD = ("Contributions are Shapley values over the input features as sent (a date or text column is one feature), "
+          "estimated by antithetic permutation sampling against a background sample of the reference data stored "
+          "with the model version: base_value (the mean output over the background) + Σ contributions = output_value "
+          "(a class probability, a quantile, or the regression value) exactly, up to float rounding. They are "
+          "seeded by model version and row, so repeatable and cached. They describe the model's output relative to "
+          "the background, not the world: they are not causal, depend on the background chosen, and split the "
+          "credit of correlated features in ways that can look arbitrary (masking treats features as independent). "
+          "`Accept: image/svg+xml` on a one-row request returns a waterfall chart.")
+PARAMETERS = [
+    {"name": "classes", "in": "query", "required": False, "description": "Explain the predicted class (default) or "
+     "every class (classifiers only).", "schema": {"type": "string", "enum": ["predicted", "all"]}},
+    {"name": "top", "in": "query", "required": False, "description": "Keep the k largest contributions by magnitude "
+     "and sum the others into `rest`.", "schema": {"type": "integer", "minimum": 1}},
+]
+_NUMBER = {"type": "number"}
+EXPLANATION_SCHEMA = {"type": "object", "required": ["explanations", "method", "model_info", "request_id"],
+                      "properties": {
+    "explanations": {"type": "array", "items": {"type": "object", "required": ["prediction", "explanations"],
+                                                 "properties": {
+        "prediction": {"description": "As POST /predict answers it."},
+        "probabilities": {"type": "object", "additionalProperties": _NUMBER},
+        "explanations": {"type": "array", "items": {"type": "object", "properties": {
+            "output": {"type": "string", "nullable": True,
+                       "description": "The class or quantile level explained; null for a regression value."},
+            "kind": {"type": "string", "enum": ["probability", "quantile", "value"]},
+            "base_value": {**_NUMBER, "description": "The mean output over the background sample."},
+            "output_value": {**_NUMBER, "description": "The model's output for this row: base_value + Σ."},
+            "contributions": {"type": "array", "items": {"type": "object", "properties": {
+                "feature": {"type": "string"}, "value": {"description": "The row's value of the feature."},
+                "contribution": _NUMBER}}},
+            "rest": {"type": "object", "description": "With ?top: the other features, summed.",
+                     "properties": {"features": {"type": "integer"}, "contribution": _NUMBER}}}}}}}},
+    "method": {"type": "object"}, "model_info": {"type": "object"}, "timestamp": {"type": "string"},
+    "request_id": {"type": "string"}}}
+
+
 # --- the waterfall picture ---------------------------------------------------------------------------------------
 
 WIDTH, LABEL_WIDTH, ROW_HEIGHT, MARGIN = 760, 300, 24, 16
