@@ -98,8 +98,8 @@ def test_every_scope_is_named_in_the_help_and_the_readme():
         help_text = subprocess.run([str(BIN / "agserve"), *command], capture_output=True, text=True, timeout=60).stdout
         assert f"Comma-separated: {', '.join(SCOPES)}." in " ".join(help_text.split()), help_text
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert ("right scope: `predict` for predictions, `model_info` for `/models…` and `/model/info`, `admin` for "
-            "`/admin/…`, `metrics` for `/metrics`.") in readme
+    assert ("right scope: `predict` for predictions, `explain` for explanations, `model_info` for `/models…` and "
+            "`/model/info`, `admin` for `/admin/…`, `metrics` for `/metrics`") in readme
     assert f"agserve keys create --owner me --scopes {','.join(SCOPES)}" in readme
 
 
