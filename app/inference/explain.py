@@ -137,7 +137,8 @@ def _explain_rows(model: ServedModel, rows: dict[str, Any], background: dict[str
     explanations = []
     for i in range(r):
         value = outputs[i]
-        means = outputs[r + m + i * block:r + m + (i + 1) * block].reshape(permutations, steps, m, -1).mean(axis=2)
+        blocks = outputs[r + m + i * block:r + m + (i + 1) * block]
+        means = blocks.reshape(permutations, steps, m, outputs.shape[1]).mean(axis=2)
         path = np.concatenate([np.broadcast_to(base, (permutations, 1, len(base))), means,
                                np.broadcast_to(value, (permutations, 1, len(value)))], axis=1)
         taken = np.diff(path, axis=1)  # (orders, features, outputs): step j is feature order[j]'s contribution
