@@ -45,7 +45,10 @@ backlog = 2048
 # --- Workers ---------------------------------------------------------------------------------
 # Processes give CPU parallelism (one model copy each); threads let one worker hold several requests.
 workers = _settings["WORKERS"]
-worker_class = "gthread"
+# gthread, but headers are gathered without a thread, so slow clients cannot hold them all (app/workers.py).
+worker_class = "app.workers.HeaderTimeoutWorker"
+from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)
+HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False

@@ -10,7 +10,8 @@ from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, logging, errors, blueprints, commands, the served models, then monitoring."""
+    """Build the app: settings, proxies, logging, errors, blueprints, commands, the served models, then
+    monitoring."""
     from app.config import load_settings
 
     from app.jsonio import OrjsonProvider
@@ -22,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"] + 1
     app.debug = app.config["DEBUG"]
 
+    trust_proxies(app)
     configure_logging(app)
     register_error_handlers(app)
     register_auth(app)
@@ -31,6 +33,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_models(app)
     register_monitoring(app)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind AGSERVE_TRUSTED_PROXIES proxies, the client address and scheme are the ones they forwarded."""
+    count = app.config["TRUSTED_PROXIES"]
+    if count:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
 
 
 def configure_logging(app: Flask) -> None:
@@ -82,7 +92,9 @@ def register_models(app: Flask) -> None:
 
         app.extensions["agserve.prediction_log"] = PredictionLog(
             app.config["PREDICTION_LOG_DIR"], app.config["PREDICTION_LOG_SAMPLE"], app.config["PREDICTION_LOG_DROP"],
-            app.config["PREDICTION_LOG_MAX_MB"] * 2 ** 20, app.config["PREDICTION_LOG_ROTATE_SECONDS"])
+            app.config["PREDICTION_LOG_MAX_MB"] * 2 ** 20, app.config["PREDICTION_LOG_ROTATE_SECONDS"],
+            app.config["ON_RECORD_FAILURE"], app.config["PREDICTION_LOG_MAX_TOTAL_MB"] * 2 ** 20,
+            app.config["PREDICTION_LOG_RETENTION_DAYS"] * 86400)
     if app.config["LOAD_MODELS_ON_START"]:
         registry.load_all(app.config)
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))

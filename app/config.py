@@ -51,6 +51,16 @@ def _int(value: Any) -> int:
     raise ValueError("must be an integer")
 
 
+def _int_between(low: int, high: int, unit: str) -> Callable[[Any], int]:
+    """A parser for an integer in [low, high]."""
+    def parse(value: Any) -> int:
+        number = _int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be an integer number of {unit} between {low} and {high}")
+        return number
+    return parse
+
+
 def _number(low: float, high: float, unit: str, low_open: bool = False) -> Callable[[Any], float]:
     """A parser for a number in [low, high] (or (low, high] when low_open)."""
     message = f"must be a number of {unit} between {low:g} and {high:g}" if unit else \
@@ -202,14 +212,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
     # Authentication
     Setting("AUTH_DB", "var/agserve.sqlite3", _text, "SQLite file holding API keys (hashed) and the audit log; shared by all workers."),
-    Setting("KEY_PEPPER", "", _text, "Server secret mixed into API-key hashes (HMAC-SHA256); empty uses plain SHA-256. Changing it invalidates every key."),
+    Setting("KEY_PEPPER", "", _text, "Server secret mixed into API-key hashes (HMAC-SHA256); empty uses plain SHA-256 (refused in production, as are placeholders and low-entropy values). Changing it invalidates every key."),
     Setting("JWT_ALGORITHMS", ("HS256",), _algorithms, "JWT algorithms accepted (the token's own `alg` is never trusted beyond this list and its key's algorithm)."),
-    Setting("JWT_SECRET", "", _text, "HS256 secret (at least 32 bytes) for tokens without a `kid`; also lets the server issue tokens."),
+    Setting("JWT_SECRET", "", _text, "HS256 secret (at least 32 bytes; in production not a placeholder and not low-entropy) for tokens without a `kid`; also lets the server issue tokens."),
     Setting("JWT_JWKS_FILE", "", _text, "JSON Web Key Set of verification keys, each with `kid` and `alg` (public keys for RS/ES: the server cannot mint those)."),
     Setting("JWT_AUDIENCE", "agserve", _text, "Required `aud` claim."),
     Setting("JWT_ISSUER", "agserve", _text, "Required `iss` claim."),
-    Setting("JWT_LEEWAY", 30, _non_negative_int, "Seconds of clock skew allowed on `exp`, `nbf` and `iat`."),
-    Setting("JWT_MAX_TTL", 3600, _positive_int, "Longest lifetime, in seconds, of a token issued by the server."),
+    Setting("JWT_LEEWAY", 30, _int_between(0, 300, "seconds"), "Seconds of clock skew allowed on `exp`, `nbf` and `iat` (at most 300)."),
+    Setting("JWT_MAX_TTL", 3600, _int_between(60, 86400, "seconds"), "Longest lifetime, in seconds, of a token issued by the server (60 to 86400)."),
+    Setting("KEYS_MAY_OUTLIVE_TOKEN", False, _boolean, "Whether a caller authenticated by a JWT may create an API key that expires after its token (or never); off: 422."),
+    Setting("TRUSTED_PROXIES", 0, _int_between(0, 5, "proxies"), "Proxies in front of the server whose `X-Forwarded-For`/`-Proto` are trusted (Werkzeug's ProxyFix); the audit log and request logs then record the real client. 1 behind the compose nginx; 0: the peer address."),
+    Setting("HEADER_TIMEOUT", 10.0, _number(0.5, 300, "seconds"), "Seconds a client has to send a request's headers; until they are complete the connection holds no worker thread (slow clients cannot take them all)."),
     Setting("RATE_LIMIT_PREDICT", "", _rate_limit, "Requests each credential (API key or JWT subject) may make to `predict` routes, e.g. `600/minute`; empty: no limit."),
     Setting("RATE_LIMIT_EXPLAIN", "", _rate_limit, "The same for `explain` routes."),
     Setting("RATE_LIMIT_MODEL_INFO", "", _rate_limit, "The same for `model_info` routes."),
@@ -228,6 +241,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PREDICTION_LOG_DROP", (), _field_list, "Comma-separated input fields never written to the prediction log (privacy)."),
     Setting("PREDICTION_LOG_MAX_MB", 64, _positive_int, "Size at which a worker starts a new prediction-log file."),
     Setting("PREDICTION_LOG_ROTATE_SECONDS", 3600, _positive_int, "Age at which a worker starts a new prediction-log file."),
+    Setting("PREDICTION_LOG_MAX_TOTAL_MB", 4096, _positive_int, "Total size of the prediction-log folder past which the oldest files are deleted (checked at each rotation)."),
+    Setting("PREDICTION_LOG_RETENTION_DAYS", 90, _positive_int, "Age past which prediction-log files are deleted (checked at each rotation)."),
+    Setting("ON_RECORD_FAILURE", "continue", _choice("continue", "refuse"), "When the prediction log or the monitoring store cannot be written (disk full, I/O error): `continue` answers and counts the lost record in `agserve_records_lost_total`; `refuse` answers 503 (audit-critical deployments)."),
     # Monitoring: drift, live quality, alerts
     Setting("MONITORING", True, _boolean, "Record traffic, input drift and answered predictions (for feedback) in the monitoring store."),
     Setting("MONITOR_DB", "var/monitor.sqlite3", _text, "SQLite file of the monitoring store, shared by all workers."),

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from app.inference.errors import ModelError
+from app.inference.errors import ModelError, ModelNotReady
 
 log = logging.getLogger("agserve.errors")
 
@@ -45,7 +45,15 @@ def _api_error(exc: ApiError):
 
 def _model_error(exc: ModelError):
     log.info("request refused: %s", exc.message, extra={"status": exc.status})
-    return error_response(exc.status, exc.message, exc.details)
+    return error_response(exc.status, exc.message, visible_details(exc))
+
+
+def visible_details(exc: ModelError) -> dict[str, Any]:
+    """A load error can name files and what failed: in production only callers with the model_info scope read it."""
+    from app.auth import may_see
+    if isinstance(exc, ModelNotReady) and "reason" in exc.details and not may_see("model_info"):
+        return {key: value for key, value in exc.details.items() if key != "reason"}
+    return exc.details
 
 
 def _http_error(exc: HTTPException):

@@ -80,5 +80,6 @@ def _finish_request(response):
             "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
             "model": g.get("model"), "version": g.get("version"), "rows": g.get("rows"),
             "client": g.principal.name if g.get("principal") else None,  # key id or JWT subject, never a secret
+            "remote_addr": request.remote_addr,  # the real client's behind AGSERVE_TRUSTED_PROXIES proxies
         })
     return response

@@ -7,6 +7,8 @@ this process only.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
@@ -35,8 +37,38 @@ REDIS_UP = Gauge("agserve_redis_up", "1 while every live worker reaches Redis, 0
                  "(absent without Redis).", ["url"], multiprocess_mode="livemin")
 REDIS_ERRORS = Counter("agserve_redis_errors_total", "Redis calls that failed or timed out.", ["operation"])
 RATE_LIMITED = Counter("agserve_rate_limited_total", "Requests refused with 429.", ["scope"])
+RECORDS_LOST = Counter("agserve_records_lost_total", "Requests whose record a store could not keep (disk full, I/O "
+                       "error, a backlog past its bound).", ["store"])
 VALIDATION_FAILURES = Counter("agserve_validation_failures_total", "Requests refused by a model's input schema.",
                               ["model"])
+
+
+class LostRecords:
+    """Counts the records a store could not keep, and logs it once per interval (with how many since), not once per
+    request: a full disk must not also flood the logs."""
+
+    def __init__(self, store: str, logger: logging.Logger, interval: float = 60.0):
+        self.store, self.log, self.interval = store, logger, interval
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._since = 0
+
+    def __call__(self, count: int, message: str, **extra) -> None:
+        RECORDS_LOST.labels(self.store).inc(count)
+        with self._lock:
+            self._since += count
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return
+            lost, self._since, self._last = self._since, 0, now
+        self.log.error(message, extra={**extra, "store": self.store, "records_lost": lost})
+
+
+def records_lost(metrics_dir: str) -> dict[str, float]:
+    """Records lost so far by each store, summed over every worker."""
+    return {sample.labels["store"]: sample.value for family in _registry(metrics_dir).collect()
+            if family.name == "agserve_records_lost" for sample in family.samples
+            if sample.name == "agserve_records_lost_total"}
 
 
 def observe_batch(model: str, version: str, seconds: float, rows: int, requests: int) -> None:

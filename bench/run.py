@@ -10,6 +10,7 @@ import io
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work"
 BIN = Path(sys.executable).parent
+PEPPER = secrets.token_urlsafe(32)  # production refuses to run without a real key pepper
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = os.environ.get("BENCH_SECONDS", "10")
 BIG = 10_000
@@ -114,7 +116,7 @@ def in_process(repository: Path, name: str, sample: dict, big: pd.DataFrame) -> 
 def start_server(repository: Path, auth_db: Path, port: int, log_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGSERVE_")}
     env.update({"AGSERVE_ENV": "production", "AGSERVE_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
-                "AGSERVE_MODEL_REPOSITORY": str(repository), "AGSERVE_AUTH_DB": str(auth_db),
+                "AGSERVE_MODEL_REPOSITORY": str(repository), "AGSERVE_AUTH_DB": str(auth_db), "AGSERVE_KEY_PEPPER": PEPPER,
                 "AGSERVE_LOG_LEVEL": "warning", "AGSERVE_MAX_REQUESTS": "0",
                 "AGSERVE_PREDICTION_LOG_DIR": str(WORK / "predictions"), "AGSERVE_MONITOR_DB": str(WORK / "monitor.sqlite3"),
                 # hey repeats one body: with the cache on, every request after the first would skip the model.
@@ -213,7 +215,7 @@ def main() -> None:
     prepare_models(repository)
     from app.auth.keys import KeyStore
 
-    key, _ = KeyStore(auth_db).create("bench", ["predict", "explain"])
+    key, _ = KeyStore(auth_db, PEPPER).create("bench", ["predict", "explain"])
     results, facts = {}, {}
     for name in ("iris", "mixed"):
         sample, big = rows_for(repository, name)

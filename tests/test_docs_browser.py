@@ -81,18 +81,18 @@ TRY_PREDICTION = """(async () => {
 })()"""
 
 
-def test_swagger_ui_authorises_with_an_api_key_and_sends_a_prediction(repository_path, tmp_path):
-    """Driven through the DevTools protocol: Authorize with the key, Try it out, Execute on POST /predict."""
+def run_in_page(profile, url: str, script: str) -> tuple[object, bytes]:
+    """Open url in headless Chromium, driven through the DevTools protocol; evaluate script (a promise of a JSON
+    string) there; return its value and a screenshot."""
     import asyncio
+    import base64
 
     import aiohttp
 
-    row = {"num": 0.5, "cnt": 3, "color": "red", "flag": True, "when": "2024-03-01T10:00:00", "note": "new shiny"}
-
-    async def drive(base: str, key: str) -> tuple[dict, bytes]:
+    async def drive() -> tuple[object, bytes]:
         process = await asyncio.create_subprocess_exec(
             shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}", "--no-first-run", "--disable-background-networking",
+            f"--user-data-dir={profile}", "--no-first-run", "--disable-background-networking",
             "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0", "--window-size=1280,1600", "about:blank", stderr=asyncio.subprocess.PIPE)
         try:
@@ -117,23 +117,63 @@ def test_swagger_ui_authorises_with_an_api_key_and_sends_a_prediction(repository
                                 return message["result"]
 
                     await call("Page.enable")
-                    await call("Page.navigate", url=f"{base}/docs")
-                    script = TRY_PREDICTION.replace("KEY", json.dumps(key)).replace(
-                        "BODY", json.dumps(json.dumps({"data": [row]})))
+                    await call("Page.navigate", url=url)
                     result = await call("Runtime.evaluate", expression=script, awaitPromise=True, returnByValue=True)
                     assert "exceptionDetails" not in result, result
                     shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-                    import base64
                     return json.loads(result["result"]["value"]), base64.b64decode(shot["data"])
         finally:
             process.kill()
             await process.wait()
 
+    return asyncio.run(drive())
+
+
+def test_swagger_ui_authorises_with_an_api_key_and_sends_a_prediction(repository_path, tmp_path):
+    """Driven through the DevTools protocol: Authorize with the key, Try it out, Execute on POST /predict."""
+    row = {"num": 0.5, "cnt": 3, "color": "red", "flag": True, "when": "2024-03-01T10:00:00", "note": "new shiny"}
     ARTIFACTS.mkdir(exist_ok=True)
     with gunicorn(repository_path) as server:
-        answer, screenshot = asyncio.run(drive(server.base, server.key))
+        script = TRY_PREDICTION.replace("KEY", json.dumps(server.key)).replace(
+            "BODY", json.dumps(json.dumps({"data": [row]})))
+        answer, screenshot = run_in_page(tmp_path / "profile", f"{server.base}/docs", script)
         expected = server.session().post(f"{server.base}/predict", json={"data": [row]}).json()
     assert answer["status"] == "200", answer
     shown = json.loads(answer["body"])
     assert shown["predictions"] == expected["predictions"] and shown["probabilities"] == expected["probabilities"]
     (ARTIFACTS / "docs-prediction.png").write_bytes(screenshot)
+
+
+AUTHORISE_THEN_SCHEMAS = """(async () => {
+  const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+  const find = async selector => {
+    for (let i = 0; i < 200; i++) { const node = document.querySelector(selector); if (node) return node; await sleep(50); }
+    throw new Error('not rendered: ' + selector);
+  };
+  const rows = () => Object.keys(window.ui.specSelectors.specJson().toJS().components.schemas)
+                           .filter(name => name.startsWith('Row'));
+  await find('#operations-prediction-post_predict');
+  const before = rows();
+  (await find('.auth-wrapper .authorize')).click();  // the Authorize dialog, as a user would
+  const input = await find('.modal-ux .auth-container input');
+  Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(input, KEY);
+  input.dispatchEvent(new Event('input', {bubbles: true}));
+  (await find('.modal-ux .auth-container .auth-btn-wrapper .authorize')).click();
+  for (let i = 0; i < 200 && rows().length === 0; i++) await sleep(50);
+  return JSON.stringify({before: before, after: rows()});
+})()"""
+
+
+def test_in_production_swagger_ui_shows_the_models_after_authorize(repository_path, tmp_path):
+    """The anonymous document has no model schemas; Authorize loads the document again with the credential."""
+    import secrets
+
+    from app.auth.keys import KeyStore
+
+    pepper = secrets.token_urlsafe(32)
+    key, _ = KeyStore(tmp_path / "auth.sqlite3", pepper).create("docs", ["model_info"])
+    with gunicorn(repository_path, workers=1, auth_db=tmp_path / "auth.sqlite3", AGSERVE_ENV="production",
+                  AGSERVE_KEY_PEPPER=pepper, AGSERVE_PREDICTION_LOG_DIR="", AGSERVE_MODELS="binary") as server:
+        shown, _ = run_in_page(tmp_path / "profile", f"{server.base}/docs",
+                               AUTHORISE_THEN_SCHEMAS.replace("KEY", json.dumps(key)))
+    assert shown == {"before": [], "after": ["Rowbinary"]}

@@ -129,3 +129,32 @@ def test_the_line_is_on_disk_before_the_client_has_its_answer(repository_path, d
             assert response.status_code == 200 and response.json()["request_id"] == request_id
             assert request_id in logged, f"the client had its answer before {request_id} was on disk"
             assert waited >= slow, "the slow disk was not in the way: the test would prove nothing"
+
+
+def test_retention_deletes_the_oldest_files_past_the_age_and_the_total_size_never_a_written_one(tmp_path):
+    ages = {"ancient": 20 * 86400, "older": 6 * 86400, "old": 5 * 86400, "recent": 60}  # seconds since written
+
+    def files_aged(folder):
+        now = time.time()
+        folder.mkdir()
+        for name, age in ages.items():
+            path = folder / f"predictions-{name}.jsonl"
+            path.write_bytes(b"x" * 900)
+            os.utime(path, (now - age, now - age))
+        return folder
+
+    def named_left(folder):
+        return {p.name.split("-")[1].split(".")[0] for p in folder.glob("predictions-[a-z]*.jsonl")}
+
+    by_age = PredictionLog(files_aged(tmp_path / "age"), retention_seconds=10 * 86400)
+    by_age.write("r0", "m", "1", {"x": [1.0]}, [0], None)  # opening its first file applies retention
+    assert named_left(tmp_path / "age") == {"older", "old", "recent"}
+
+    by_size = PredictionLog(files_aged(tmp_path / "size"), max_bytes=1000, max_total_bytes=500)
+    by_size.write("r0", "m", "1", {"x": [1.0]}, [0], None)
+    # The oldest go until the total fits, but "recent" may still be open in another worker: it stays.
+    assert named_left(tmp_path / "size") == {"recent"} and by_size._path.exists()
+    for i in range(1, 40):  # this worker's own rotated files go as soon as the total asks for it
+        by_size.write(f"r{i}", "m", "1", {"x": [float(i)]}, [i], None)
+    assert sum(p.stat().st_size for p in (tmp_path / "size").glob("*.jsonl")) <= 900 + 1000  # "recent" + one file
+    assert by_size._path.exists()

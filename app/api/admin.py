@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from app import status
 from app.api import load_body, served_models
@@ -27,9 +27,21 @@ def create_key():
     """Create an API key; the secret is in this answer only."""
     body = load_body(KeyRequest())
     expires_at = time.time() + parse_duration(body["expires_in"]) if body["expires_in"] else None
+    _refuse_outliving_the_token(expires_at)
     key, record = keystore().create(body["owner"], body["scopes"], expires_at)
     audit("key.create", record.id, owner=record.owner, scopes=list(record.scopes), expires_at=expires_at)
     return jsonify({**record.public(), "key": key}), 201
+
+
+def _refuse_outliving_the_token(expires_at: float | None) -> None:
+    """A stolen short-lived token must not be turned into a lasting key (unless AGSERVE_KEYS_MAY_OUTLIVE_TOKEN)."""
+    token_expires = g.principal.expires_at
+    if token_expires is None or current_app.config["KEYS_MAY_OUTLIVE_TOKEN"]:
+        return
+    if expires_at is None or expires_at > token_expires:
+        left = max(0, int(token_expires - time.time()))
+        raise ApiError(422, "a key created with a token may not outlive the token",
+                       {"expires_in": [f"Must end before the token expires (in {left} s)."]})
 
 
 @bp.get("/keys")

@@ -3,7 +3,9 @@ served from the swagger-ui-bundle package's files (no CDN: the page works with n
 
 Every route is in the document with its access rule (public, or the scope its credential needs), its request body
 schema where it takes one, its success schema, and the error shape as the default response. Each served model's row
-schema is a component, and the per-model routes list the served model names.
+schema is a component, and the per-model routes list the served model names. In production those (features, enums,
+bounds, model names) need a credential with the model_info scope: without one the document has the routes only.
+Swagger UI sends what the user authorised when it loads the document, and loads it again after Authorize/Logout.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify, send_from_directory
 
 from app.api import explain, served_models
-from app.auth import ACCESS, public
+from app.auth import ACCESS, may_see, public
 from app.schemas import (ErrorResponse, FeedbackBatch, FeedbackItem, FeedbackResponse, KeyRequest,
                          PredictionResponse, PromoteRequest, TokenRequest, json_schema)
 
@@ -27,8 +29,9 @@ NAIVE_DATETIME = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])(T([01]\d|2[0-3]):[
 @bp.get("/openapi.json")
 @public
 def openapi():
-    """The OpenAPI 3 document of this server, with the served models' input schemas."""
-    return jsonify(build_spec(current_app))
+    """The OpenAPI 3 document of this server, with the served models' input schemas (in production: for a
+    credential with the model_info scope)."""
+    return jsonify(build_spec(current_app, with_models=may_see("model_info")))
 
 
 @bp.get("/docs")
@@ -58,8 +61,26 @@ DOCS_PAGE = """<!DOCTYPE html>
   <div id="swagger-ui"></div>
   <script src="/docs/static/swagger-ui-bundle.js"></script>
   <script>
+    // In production the models' schemas need a credential: the document is loaded with the one authorised here,
+    // and loaded again whenever it changes.
+    function withCredential(request) {
+      if (request.loadSpec && window.ui) {
+        const auth = window.ui.authSelectors.authorized().toJS();
+        if (auth.ApiKey) request.headers["X-API-Key"] = auth.ApiKey.value;
+        else if (auth.Bearer) request.headers["Authorization"] = "Bearer " + auth.Bearer.value;
+      }
+      return request;
+    }
+    const reloading = (action, system) => (payload) => {
+      const result = action(payload);
+      setTimeout(() => system.specActions.download(), 0);
+      return result;
+    };
+    const ReloadOnAuthorize = () => ({statePlugins: {auth: {wrapActions: {
+      authorize: reloading, logout: reloading, restoreAuthorization: reloading}}}});
     window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
-                                 persistAuthorization: true});
+                                 persistAuthorization: true, requestInterceptor: withCredential,
+                                 plugins: [ReloadOnAuthorize]});
   </script>
 </body>
 </html>
@@ -67,10 +88,10 @@ DOCS_PAGE = """<!DOCTYPE html>
 
 
 # --- the document -------------------------------------------------------------------------------------------------
-def _row_schemas() -> dict[str, dict[str, Any]]:
+def _row_schemas(with_models: bool) -> dict[str, dict[str, Any]]:
     """Served model name → its row schema, rewritten for OpenAPI 3.0 (nullable instead of type arrays)."""
     rows = {}
-    for name, slot in sorted(served_models().slots.items()):
+    for name, slot in sorted(served_models().slots.items() if with_models else ()):
         if slot.model is not None:
             rows[name] = _openapi30(json_schema(slot.model.schema))
     return rows
@@ -94,16 +115,20 @@ def _component(name: str) -> str:
     return "Row" + re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
-def build_spec(app: Flask) -> dict[str, Any]:
+def build_spec(app: Flask, with_models: bool = True) -> dict[str, Any]:
+    """The document; without with_models it names no model, feature, enum or bound of one."""
+    description = ("A prediction server for AutoGluon tabular models. Authorise with an API key (X-API-Key) or a JWT "
+                   "(Authorization: Bearer).")
+    if not with_models:
+        description += " The served models' input schemas are shown to a credential with the model_info scope."
     spec = APISpec(title="agserve", version="1", openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
-                   info={"description": "A prediction server for AutoGluon tabular models. Authorise with an API key "
-                                        "(X-API-Key) or a JWT (Authorization: Bearer)."})
+                   info={"description": description})
     spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
     spec.components.security_scheme("Bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=ErrorResponse)
     spec.components.schema("Prediction", schema=PredictionResponse)
     spec.components.schema("Explanation", explain.EXPLANATION_SCHEMA)
-    rows = _row_schemas()
+    rows = _row_schemas(with_models)
     for name, schema in rows.items():
         spec.components.schema(_component(name), schema)
     bodies = _request_bodies(rows, served_models().default_name)
@@ -138,7 +163,8 @@ def _operation(rule, view, method: str, bodies: dict[str, Any], rows: dict[str, 
     parameters = []
     for argument in rule.arguments:
         schema: dict[str, Any] = {"type": "string"}
-        if argument == "name" and rows and rule.endpoint.startswith(("prediction.", "explain.", "v2.", "monitoring.")):
+        if argument == "name" and rows and rule.endpoint.startswith(("prediction.", "explain.", "v2.",
+                                                                     "monitoring.")):
             schema["enum"] = sorted(rows)
         parameters.append({"name": argument, "in": "path", "required": True, "schema": schema})
     if rule.endpoint.startswith("explain."):

@@ -1,4 +1,8 @@
-"""Health checks for curl, load balancers and Kubernetes probes; public by design."""
+"""Health checks for curl, load balancers and Kubernetes probes; public by design.
+
+In production an anonymous caller learns whether the server is ready, never which models it serves or why one failed
+(names, load errors and paths need a credential with the model_info scope); elsewhere everyone sees everything.
+"""
 from __future__ import annotations
 
 import os
@@ -6,7 +10,7 @@ import os
 from flask import Blueprint, current_app, jsonify
 
 from app.api import served_models
-from app.auth import public
+from app.auth import may_see, public
 
 bp = Blueprint("health", __name__)
 
@@ -17,12 +21,14 @@ def health():
     """Seed-compatible health: status, model_loaded and the default model's info; 503 until ready."""
     registry = served_models()
     body = {"status": "healthy" if registry.ready else "unhealthy", "model_loaded": registry.ready,
-            "model_info": None, "models": registry.status()}
-    slot = registry.slots.get(registry.default_name)
-    if slot is not None and slot.model is not None:
-        body["model_info"] = slot.model.info
+            "model_info": None}
+    if may_see("model_info"):
+        body["models"] = registry.status()
+        slot = registry.slots.get(registry.default_name)
+        if slot is not None and slot.model is not None:
+            body["model_info"] = slot.model.info
     if not registry.ready:
-        body["reason"] = registry.not_ready_reason()
+        body["reason"] = _not_ready_reason(registry)
     return jsonify(body), 200 if registry.ready else 503
 
 
@@ -38,8 +44,19 @@ def live():
 def ready():
     """Readiness: every served model is loaded and warmed up in this worker."""
     registry = served_models()
-    body = {"status": "ready" if registry.ready else "not_ready", "models": registry.status(),
+    body = {"status": "ready" if registry.ready else "not_ready",
             "worker": {"pid": os.getpid(), "thread_pools": current_app.config.get("THREAD_POOLS", [])}}
+    if may_see("model_info"):
+        body["models"] = registry.status()
     if not registry.ready:
-        body["reason"] = registry.not_ready_reason()
+        body["reason"] = _not_ready_reason(registry)
     return jsonify(body), 200 if registry.ready else 503
+
+
+def _not_ready_reason(registry) -> str:
+    if may_see("model_info"):
+        return registry.not_ready_reason()
+    waiting = sum(1 for slot in registry.slots.values() if slot.model is None)
+    if not registry.slots:
+        return "no model is served"
+    return f"{waiting} of {len(registry.slots)} served models not ready (details need the model_info scope)"

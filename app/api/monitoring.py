@@ -1,6 +1,8 @@
 """Monitoring routes: POST /feedback (scope predict); drift, live quality and alerts under /admin (scope admin)."""
 from __future__ import annotations
 
+import logging
+import sqlite3
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify
@@ -13,6 +15,7 @@ from app.monitoring.quality import BadOutcome, parse_actual
 from app.schemas import FeedbackBatch, FeedbackItem
 
 bp = Blueprint("monitoring", __name__)
+log = logging.getLogger("agserve.monitoring")
 
 
 def monitor():
@@ -46,7 +49,11 @@ def feedback():
     if errors:
         unknown_only = all("id" in e for e in errors.values())
         raise ApiError(404 if unknown_only else 422, "feedback refused; nothing was stored", {"items": errors})
-    monitor().record_outcomes(outcomes)
+    try:
+        monitor().record_outcomes(outcomes)
+    except sqlite3.Error:  # disk full, or the store locked past its timeout: the traceback stays in the log
+        log.exception("feedback could not be stored")
+        raise ApiError(503, "the monitoring store cannot be written now; nothing was stored, retry later") from None
     g.rows = len(outcomes)
     return jsonify({"accepted": len(outcomes), "prediction_ids": [o[0] for o in outcomes],
                     "request_id": g.request_id})

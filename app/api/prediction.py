@@ -18,9 +18,11 @@ from app.auth import require_scope
 from app.errors import ApiError
 from app.inference.served import Prediction, ServedModel
 from app.inference.tables import Table, table_from_csv, table_from_records, table_from_split
+from app.predictionlog import RecordNotKept
 
 bp = Blueprint("prediction", __name__)
 JSON, CSV = "application/json", "text/csv"
+NOT_RECORDED = "predictions cannot be recorded now and this server answers only recorded ones; retry later"
 
 
 @bp.post("/predict")
@@ -57,11 +59,18 @@ def _predict(name: str | None):
 def predict_and_record(model: ServedModel, table: Table) -> Prediction:
     """Every protocol's way to a prediction: the cache and the model, then the prediction log and monitoring."""
     g.rows = table.n
+    monitor = current_app.extensions.get("agserve.monitor")
+    refuse = current_app.config["ON_RECORD_FAILURE"] == "refuse"
+    if refuse and monitor is not None and monitor.collector.failing:
+        raise ApiError(503, NOT_RECORDED, {"store": "monitoring"})
     result = model.predict_table(table, current_app.extensions.get("agserve.cache"))
     log = current_app.extensions.get("agserve.prediction_log")
     if log is not None:  # before the answer leaves: a prediction answered is a prediction logged
-        log.write(g.request_id, model.name, model.version, result.inputs, result.predictions, result.probabilities)
-    monitor = current_app.extensions.get("agserve.monitor")
+        try:
+            log.write(g.request_id, model.name, model.version, result.inputs, result.predictions,
+                      result.probabilities)
+        except RecordNotKept:
+            raise ApiError(503, NOT_RECORDED, {"store": "prediction_log"}) from None
     if monitor is not None:  # drift and feedback: noted here, counted and stored by the worker's flush thread
         monitor.collector.observe_prediction(g.request_id, model, result)
     return result

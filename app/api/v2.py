@@ -39,8 +39,9 @@ V2_STATUS = {413: 400, 415: 400, 422: 400}  # the protocol knows 400, 404 and 50
 @bp.errorhandler(ModelError)
 def _protocol_status(error):
     """The house error shape with the protocol's status: 400 for anything wrong with the request."""
-    from app.errors import _api_error
-    return _api_error(ApiError(V2_STATUS.get(error.status, error.status), error.message, error.details,
+    from app.errors import _api_error, visible_details
+    details = visible_details(error) if isinstance(error, ModelError) else error.details
+    return _api_error(ApiError(V2_STATUS.get(error.status, error.status), error.message, details,
                                getattr(error, "headers", None)))
 
 
@@ -136,7 +137,7 @@ def outputs_of(model: ServedModel) -> list[dict[str, Any]]:
 def _model(name: str, version: str | None) -> ServedModel:
     model = served_models().get(name)
     if version is not None and version != model.version:
-        raise ModelNotFound(f"model {name!r} version {version!r} is not served (serving {model.version})")
+        raise ModelNotFound(f"model {name!r} version {version!r} is not served")
     return model
 
 

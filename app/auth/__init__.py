@@ -26,6 +26,7 @@ class Principal:
     kind: str
     id: str
     scopes: frozenset[str]
+    expires_at: float | None = None  # a JWT's exp: what it creates may not outlive it
 
     @property
     def name(self) -> str:
@@ -93,13 +94,26 @@ def authenticate() -> Principal:
         elif token:
             try:
                 claims = tokens().verify(token)
-                principal = Principal("jwt", str(claims["sub"]), scopes_of(claims))
+                principal = Principal("jwt", str(claims["sub"]), scopes_of(claims), float(claims["exp"]))
             except TokenRefused as refused:
                 refusal = str(refused)
     if principal is None:
         raise _unauthorized(refusal)
     g.principal = principal
     return principal
+
+
+def may_see(scope: str) -> bool:
+    """On a public route: whether this caller may see what `scope` guards. Outside production everyone may; in
+    production only a credential holding the scope (a missing or bad one just gets the public answer)."""
+    if current_app.config["ENV"] != "production":
+        return True
+    if request.headers.get("X-API-Key") is None and request.headers.get("Authorization") is None:
+        return False
+    try:
+        return scope in authenticate().scopes
+    except ApiError:
+        return False
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -134,18 +148,29 @@ def undeclared_routes(app: Flask) -> list[str]:
 
 
 def check_startup(settings: Mapping[str, Any]) -> None:
-    """Refuse unsafe set-ups with one line: production needs auth and no debug; JWT keys must be sound."""
+    """Refuse unsafe set-ups with one line: production needs auth, real secrets and no debug; JWT keys must be
+    sound."""
+    from app.auth.secret_strength import weakness
+
     service = TokenService.from_settings(settings)
     if settings["ENV"] != "production":
         return
     if settings["DEBUG"]:
         raise ConfigError("AGSERVE_DEBUG must be off in production")
+    if not settings["KEY_PEPPER"]:
+        raise ConfigError("production needs AGSERVE_KEY_PEPPER (a random secret mixed into API-key hashes); make one "
+                          "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    for name in ("KEY_PEPPER", "JWT_SECRET"):
+        problem = weakness(settings[name]) if settings[name] else None
+        if problem:
+            raise ConfigError(f"AGSERVE_{name} {problem}")
     if not service.configured and KeyStore(settings["AUTH_DB"], settings["KEY_PEPPER"]).active_count() == 0:
         raise ConfigError("production needs authentication: create an API key (agserve keys create) "
                           "or set AGSERVE_JWT_SECRET or AGSERVE_JWT_JWKS_FILE")
 
 
 def request_source() -> str:
+    """The client's address: the peer's, or with AGSERVE_TRUSTED_PROXIES the one its proxies forwarded."""
     return request.remote_addr or "unknown"
 
 

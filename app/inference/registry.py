@@ -147,12 +147,13 @@ class ModelRegistry:
         """The served model called name (the default when None); 404 if not served, 503 if not ready."""
         if name is None and not self.default_name:
             raise ModelNotFound("no default model: choose one with `agserve models default NAME` or "
-                                "AGSERVE_DEFAULT_MODEL, or call /models/<name>/predict", {"served": sorted(self.slots)})
+                                "AGSERVE_DEFAULT_MODEL, or call /models/<name>/predict")
         what = f"model {name!r}" if name else f"the default model {self.default_name!r}"
         name = name or self.default_name
         slot = self.slots.get(name)
         if slot is None:
-            raise ModelNotFound(f"{what} is not served here", {"served": sorted(self.slots)})
+            # No list of the served models: GET /models shows them to callers with the model_info scope.
+            raise ModelNotFound(f"{what} is not served here")
         model = slot.model
         if model is None:
             raise ModelNotReady(f"model {name!r} is not ready", {"status": slot.status, "reason": slot.error})

@@ -38,6 +38,8 @@ METRICS = {
     "drift_null_share_change": "change of a feature's missing share against the reference, over the drift window",
     "live_metric": "the eval metric on feedback over the quality window (AutoGluon's sign: higher is better)",
     "live_metric_drop": "validation score minus live score of the eval metric (positive: worse live)",
+    "records_lost": "requests whose record the prediction log or the monitoring store could not keep, over the rule's "
+                    "window (all workers; subject: the store)",
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
+from app.metrics import LostRecords
 from app.monitoring.drift import FeatureProfile, count_columns, profiles
 from app.monitoring.store import MonitorStore, bucket_of
 
@@ -40,6 +41,8 @@ class Collector:
         self._pending: list[tuple] = []
         self._pending_rows = 0
         self.dropped_rows = 0
+        self.failing = False  # the last write to the store failed (the "refuse" policy stops answering then)
+        self._lost = LostRecords("monitoring", log)
         self._profiles: dict[tuple[str, str], dict[str, FeatureProfile]] = {}
         self._thread: threading.Thread | None = None
 
@@ -54,11 +57,14 @@ class Collector:
         """model: the ServedModel that answered; result: its Prediction, with the validated inputs."""
         rows = len(result.predictions)
         with self._lock:
-            if self._pending_rows + rows > MAX_PENDING_ROWS:
+            full = self._pending_rows + rows > MAX_PENDING_ROWS
+            if full:
                 self.dropped_rows += rows
-                return
-            self._pending.append((self.clock(), request_id, model, result))
-            self._pending_rows += rows
+            else:
+                self._pending.append((self.clock(), request_id, model, result))
+                self._pending_rows += rows
+        if full:
+            self._lost(1, "monitoring backlog full: records are being lost", request_id=request_id)
 
     # --- the flush thread --------------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -83,9 +89,12 @@ class Collector:
             try:
                 self.store.add([(*k, v) for k, v in traffic.items()], [(*k, v) for k, v in drift.items()],
                                predictions)
-            except Exception:
-                log.exception("monitoring data could not be written; dropped",
-                              extra={"requests": len(pending), "traffic_cells": len(traffic)})
+            except Exception as exc:  # sqlite3's "database or disk is full" and "disk I/O error" among them
+                self.failing = True
+                self._lost(max(len(pending), sum(traffic.values())), "monitoring data could not be written: records are being lost",
+                           error=f"{type(exc).__name__}: {exc}", traffic_cells=len(traffic))
+            else:
+                self.failing = False
 
     def _profiles_of(self, model) -> dict[str, FeatureProfile]:
         key = (model.name, model.version)

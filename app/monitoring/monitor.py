@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any, Iterable, Mapping
 
+from app import metrics
 from app.monitoring.alerts import AlertConfig, Evaluator, Leader, Observation, Rule, run_evaluator
 from app.monitoring.collector import Collector, window_summary
 from app.monitoring.drift import Thresholds, drift_report, profiles
@@ -26,6 +28,8 @@ class Monitor:
         self.alert_interval = settings["ALERT_INTERVAL"]
         self.alert_config = alert_config
         self.evaluator = Evaluator(self.store, alert_config, self.observe) if alert_config else None
+        self.metrics_dir = settings["METRICS_DIR"]
+        self._lost_history: dict[float, deque] = {}  # per window: (time, totals) at each evaluation
 
     def start(self) -> None:
         """Start this worker's flush thread and its bid to lead evaluation and clean-up."""
@@ -80,6 +84,8 @@ class Monitor:
 
     # --- what alert rules see ------------------------------------------------------------------------------
     def observe(self, rule: Rule) -> list[Observation]:
+        if rule.metric == "records_lost":
+            return self._records_lost(rule.window_seconds)
         if rule.metric in ("error_rate", "p95_latency_ms"):
             summary = window_summary(self.store.traffic(time.time() - rule.window_seconds, rule.model or None))
             value = summary[rule.metric]
@@ -104,3 +110,14 @@ class Monitor:
                     observations.append((name, validation - live, report["outcomes"]))
         return observations
 
+    def _records_lost(self, window_seconds: float) -> list[Observation]:
+        """Records lost per store over the window, from the counters every worker shares (kept on tmpfs, so they
+        still count when the disk of the stores is full); before the first window has passed, since the start."""
+        now, totals = time.time(), metrics.records_lost(self.metrics_dir)
+        history = self._lost_history.setdefault(window_seconds, deque())
+        history.append((now, totals))
+        while len(history) > 1 and history[1][0] <= now - window_seconds:
+            history.popleft()
+        baseline = history[0][1] if history[0][0] <= now - window_seconds else {}
+        lost = {store: total - baseline.get(store, 0) for store, total in totals.items()}
+        return [(store, count, int(count)) for store, count in sorted(lost.items())]

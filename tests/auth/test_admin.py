@@ -1,6 +1,7 @@
 """Admin API: keys, audit log, scope enforcement; production start-up safety."""
 from __future__ import annotations
 
+import secrets
 import subprocess
 import time
 
@@ -82,10 +83,16 @@ def test_the_audit_log_survives_a_restart(tmp_path, repository_path):
     assert [e["action"] for e in entries] == ["key.create"]
 
 
+PEPPER = secrets.token_urlsafe(32)
+
+
 @pytest.mark.parametrize("environ, says", [
-    ({}, "production needs authentication"),
+    ({"AGSERVE_KEY_PEPPER": PEPPER}, "production needs authentication"),
     ({"AGSERVE_JWT_SECRET": "s" * 40, "AGSERVE_DEBUG": "true"}, "AGSERVE_DEBUG must be off in production"),
     ({"AGSERVE_JWT_SECRET": "too-short"}, "AGSERVE_JWT_SECRET must be at least 32 bytes"),
+    ({"AGSERVE_JWT_SECRET": secrets.token_urlsafe(32)}, "production needs AGSERVE_KEY_PEPPER"),
+    ({"AGSERVE_KEY_PEPPER": "replace-with-a-long-random-string"}, "AGSERVE_KEY_PEPPER is a placeholder from a template"),
+    ({"AGSERVE_KEY_PEPPER": PEPPER, "AGSERVE_JWT_SECRET": "s" * 40}, "AGSERVE_JWT_SECRET has too little entropy"),
 ])
 def test_production_start_up_refuses_unsafe_settings_with_one_line(tmp_path, environ, says):
     env = server_env(AGSERVE_ENV="production", AGSERVE_BIND=f"127.0.0.1:{free_port()}",
@@ -100,10 +107,11 @@ def test_production_starts_once_a_key_exists(tmp_path):
     from app.auth import check_startup
     from app.auth.keys import KeyStore
 
-    settings = load_settings(environ={"AGSERVE_ENV": "production", "AGSERVE_AUTH_DB": str(tmp_path / "a.db")})
+    settings = load_settings(environ={"AGSERVE_ENV": "production", "AGSERVE_AUTH_DB": str(tmp_path / "a.db"),
+                                      "AGSERVE_KEY_PEPPER": PEPPER})
     with pytest.raises(ConfigError):
         check_startup(settings)
-    KeyStore(tmp_path / "a.db").create("ops", ["admin"])
+    KeyStore(tmp_path / "a.db", PEPPER).create("ops", ["admin"])
     check_startup(settings)
 
 

@@ -38,7 +38,9 @@ def good_calls(app, row):
         ("GET", "/model/info"): lambda: ("/model/info", None, 200),
         ("GET", "/models/<name>"): lambda: ("/models/binary", None, 200),
         ("GET", "/models/<name>/schema"): lambda: ("/models/binary/schema", None, 200),
-        ("POST", "/admin/keys"): lambda: ("/admin/keys", {"owner": "matrix", "scopes": ["predict"]}, 201),
+        # A key shorter-lived than the matrix's tokens: a token may not create one that outlives it.
+        ("POST", "/admin/keys"): lambda: ("/admin/keys", {"owner": "matrix", "scopes": ["predict"], "expires_in": "1m"},
+                                          201),
         ("GET", "/admin/keys"): lambda: ("/admin/keys", None, 200),
         ("DELETE", "/admin/keys/<key_id>"): lambda: (f"/admin/keys/{store.create('victim', ['predict'])[1].id}",
                                                      None, 200),

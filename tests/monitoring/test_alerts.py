@@ -128,6 +128,32 @@ def test_bad_rule_files_are_refused_in_one_line(tmp_path, text, message):
     assert "\n" not in str(caught.value) and str(caught.value).startswith("AGSERVE_ALERT_RULES")
 
 
+def test_lost_records_fire_an_alert_per_store_and_resolve_when_the_window_has_none(tmp_path):
+    import logging
+
+    from app.config import load_settings
+    from app.metrics import LostRecords
+    from app.monitoring.monitor import Monitor
+
+    settings = load_settings({}, {"MONITOR_DB": str(tmp_path / "monitor.sqlite3"), "METRICS_DIR": ""})
+    rule = Rule("records-lost", "records_lost", above=0, min_count=1, window_seconds=0.5, cooldown_seconds=0)
+    with webhook_receiver() as hook:
+        monitor = Monitor(settings, None, AlertConfig([rule], {"webhook": WebhookChannel(hook.url)}))
+        monitor.evaluator.evaluate()  # counters of earlier tests in this process are the first window's
+        time.sleep(0.6)
+        monitor.evaluator.evaluate()
+        assert monitor.store.firing_subjects("records-lost") == []
+        LostRecords("test_store", logging.getLogger("test"))(3, "lost")
+        [alert] = monitor.evaluator.evaluate()
+        assert (alert["subject"], alert["state"], alert["value"]) == ("test_store", "firing", 3)
+        time.sleep(0.6)
+        monitor.evaluator.evaluate()
+        assert [a["state"] for a in monitor.evaluator.evaluate()] == []  # resolved by the evaluation before
+        assert monitor.store.firing_subjects("records-lost") == []
+        assert eventually(lambda: [p["alert"]["state"] for p in hook.posts
+                                   if p["alert"]["subject"] == "test_store"] == ["firing", "resolved"])
+
+
 def test_the_example_rules_file_loads(monkeypatch):
     from app.config import PROJECT_ROOT
 
@@ -135,5 +161,5 @@ def test_the_example_rules_file_loads(monkeypatch):
     config = load_alert_config(PROJECT_ROOT / "config" / "alerts.example.toml")
     assert {rule.metric for rule in config.rules} == {
         "error_rate", "p95_latency_ms", "drift_psi", "drift_unseen_share", "drift_out_of_range_share",
-        "drift_null_share_change", "live_metric_drop"}
+        "drift_null_share_change", "live_metric_drop", "records_lost"}
     assert set(config.channels) == {"email", "webhook"}
