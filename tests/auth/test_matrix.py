@@ -11,8 +11,8 @@ from tests.data import FEATURES, to_records
 
 PUBLIC = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/v2/health/live"),
           ("GET", "/v2/health/ready"), ("GET", "/v2/models/<name>/ready"),
-          ("GET", "/v2/models/<name>/versions/<version>/ready"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/"),
-          ("GET", "/docs/static/<path:filename>")}
+          ("GET", "/v2/models/<name>/versions/<version>/ready"), ("GET", "/openapi.json"), ("GET", "/docs"),
+          ("GET", "/docs/"), ("GET", "/docs/static/<path:filename>")}
 
 
 def good_calls(app, row):
