@@ -128,7 +128,7 @@ EXPLANATION_SCHEMA = {"type": "object", "required": ["explanations", "method", "
 
 # --- the waterfall picture ---------------------------------------------------------------------------------------
 
-WIDTH, LABEL_WIDTH, ROW_HEIGHT, MARGIN = 760, 300, 24, 16
+WIDTH, LABEL_WIDTH, ROW_HEIGHT, MARGIN, NUMBERS = 760, 300, 24, 16, 70  # NUMBERS: room for the last figure
 
 
 def waterfall(model_name: str, row: dict) -> str:
@@ -153,12 +153,13 @@ def _panel(explanation: dict, top: int) -> tuple[str, int]:
         totals.append(totals[-1] + amount)
     low, high = min(totals + [output]), max(totals + [output])
     span = (high - low) or 1.0
-    plot = WIDTH - LABEL_WIDTH - 2 * MARGIN
+    plot = WIDTH - LABEL_WIDTH - 2 * MARGIN - NUMBERS
 
     def x(value: float) -> float:
         return round(LABEL_WIDTH + MARGIN + (value - low) / span * plot, 2)
 
-    name = "value" if explanation["output"] is None else f"{explanation['kind']} of {explanation['output']}"
+    name = "predicted value" if explanation["output"] is None else \
+        f"{explanation['kind']} of {explanation['output']}"
     parts = [f'<text x="{MARGIN}" y="{top + 14}" font-weight="bold">{escape(name)}</text>']
     y = top + ROW_HEIGHT
     parts.append(_line(y, "base value", base, x(base), "#555"))
@@ -181,5 +182,5 @@ def _line(y: int, label: str, value: float, at: float, colour: str) -> str:
 
 
 def _shown(value) -> str:
-    text = "missing" if value is None else str(value)
+    text = "missing" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
     return text if len(text) <= 28 else text[:27] + "…"
