@@ -195,3 +195,19 @@ def test_bad_options_get_422(app):
     for query in ({"classes": "some"}, {"top": "0"}, {"top": "x"}):
         answer = client.post("/models/linear/explain", json={"data": row}, query_string=query)
         assert answer.status_code == 422 and answer.get_json()["details"]
+
+
+def test_split_and_csv_bodies_get_the_records_answer_and_the_row_limit_holds(app):
+    frame = two_feature_frame(2, 6).drop(columns="y").round(6)  # numbers CSV text carries exactly
+    records = explain(client_with_key(app), "two", frame.to_dict("records"))
+    split = client_with_key(app).post("/models/two/explain", json={"data": {
+        "columns": list(frame.columns), "data": frame.to_numpy().tolist()}})
+    csv = client_with_key(app).post("/models/two/explain", data=frame.to_csv(index=False).encode(),
+                                    content_type="text/csv")
+    assert split.get_json()["explanations"] == records
+    assert csv.get_json()["explanations"] == records
+    limit = app.config["EXPLAIN_MAX_ROWS"]
+    too_many = client_with_key(app).post("/models/two/explain",
+                                         json={"data": two_feature_frame(limit + 1, 6).drop(columns="y")
+                                               .to_dict("records")})
+    assert too_many.status_code == 413 and too_many.get_json()["details"]["max_rows"] == limit
