@@ -65,9 +65,9 @@ def register_shared_state(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import admin, docs, health, metrics, models, monitoring, prediction, v2
+    from app.api import admin, docs, explain, health, metrics, models, monitoring, prediction, v2
     from app.auth import undeclared_routes
-    for module in (health, prediction, models, admin, monitoring, metrics, v2, docs):
+    for module in (health, prediction, explain, models, admin, monitoring, metrics, v2, docs):
         app.register_blueprint(module.bp)
     if undeclared_routes(app):  # deny by default: a route must say who may call it
         raise RuntimeError(f"routes without @public or @require_scope: {', '.join(undeclared_routes(app))}")

@@ -62,6 +62,26 @@ def _echo_next_steps(name: str, version: str, data: str) -> None:
                f"agserve models validate {name} {version}{data} && agserve models promote {name} {version}")
 
 
+@models_cli.command("background")
+@click.argument("name")
+@click.argument("version")
+@click.option("--data", "reference_data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CSV with the features (and the label, for stratifying) to sample the background from.")
+def background_command(name: str, version: str, reference_data: str) -> None:
+    """Choose and store the background sample that explanations of NAME VERSION compare rows with."""
+    import pandas as pd
+
+    from app.inference import ModelError
+
+    try:
+        entry = _repository().set_background(name, version, pd.read_csv(reference_data))
+    except (ModelError, ValueError) as exc:
+        _fail(getattr(exc, "message", str(exc)))
+    click.echo(f"stored a background sample of {entry['rows']} rows for {name} version {version} "
+               f"(sha256 {entry['sha256'][:12]}…); workers load it when the version is next loaded "
+               "(promote it, or restart)")
+
+
 @models_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_command(as_json: bool) -> None:
@@ -260,7 +280,7 @@ def _duration(text: str | None) -> int | None:
 
 @keys_cli.command("create")
 @click.option("--owner", required=True, help="Who the key is for.")
-@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin, metrics.")
+@click.option("--scopes", required=True, help="Comma-separated: predict, explain, model_info, admin, metrics.")
 @click.option("--expires", default=None, help="Lifetime such as 30d or 12h (default: no expiry).")
 def keys_create(owner: str, scopes: str, expires: str | None) -> None:
     """Create an API key and print it (it is shown only this once)."""
@@ -291,7 +311,7 @@ def keys_revoke(key_id: str) -> None:
 
 @token_cli.command("issue")
 @click.option("--sub", required=True, help="Subject (who the token is for).")
-@click.option("--scopes", required=True, help="Comma-separated: predict, model_info, admin, metrics.")
+@click.option("--scopes", required=True, help="Comma-separated: predict, explain, model_info, admin, metrics.")
 @click.option("--ttl", default="15m", show_default=True, help="Lifetime (capped by AGSERVE_JWT_MAX_TTL).")
 def token_issue(sub: str, scopes: str, ttl: str) -> None:
     """Issue a signed HS256 JWT and print it (the server must run with the same AGSERVE_JWT_SECRET)."""
@@ -329,12 +349,12 @@ def demo_command(bind: str) -> None:
         repository.set_default_model(DEMO_NAME)  # a repository from before defaults were recorded
     key = "$AGSERVE_KEY"
     if _keystore().active_count() == 0:
-        key, record = _keystore().create("make-run", ["admin", "metrics", "model_info", "predict"])
+        key, record = _keystore().create("make-run", ["admin", "explain", "metrics", "model_info", "predict"])
         _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": "make-run", "first_run": True})
         click.echo(f"created the first API key (every scope); it is shown only now:\n  {key}")
     else:
         click.echo("API keys exist already: set AGSERVE_KEY to one of yours; lost it? create one with every scope:\n"
-                   "  .venv/bin/agserve keys create --owner me --scopes predict,model_info,admin,metrics")
+                   "  .venv/bin/agserve keys create --owner me --scopes predict,explain,model_info,admin,metrics")
     sample = repository.get(DEMO_NAME).manifest()["reference"]["sample_row"]
     body = json.dumps({"data": [sample]})
     host = bind.replace("0.0.0.0", "127.0.0.1")

@@ -34,6 +34,13 @@ def _non_negative_int(value: Any) -> int:
     return number
 
 
+def _even_positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 2 or number % 2:
+        raise ValueError("must be an even number, at least 2")
+    return number
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("must be an integer")
@@ -196,6 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCHING", True, _boolean, "Gather concurrent requests for one model into one model call, in each worker."),
     Setting("BATCH_MAX_ROWS", 512, _positive_int, "Most rows in one batched model call (a larger request runs alone)."),
     Setting("BATCH_MAX_WAIT_MS", 2.0, _milliseconds, "Longest a batch waits for requests that are still being validated; a lone request never waits."),
+    Setting("EXPLAIN_MAX_ROWS", 20, _positive_int, "Most rows in one explanation request (more: 413); each row costs about permutations × features × 50 rows of prediction."),
+    Setting("EXPLAIN_CONCURRENCY", 2, _positive_int, "Explanation requests each worker computes at once; more are refused with 503 and Retry-After, so explanations never crowd out predictions."),
+    Setting("EXPLAIN_PERMUTATIONS", 10, _even_positive_int, "Feature orderings sampled per explained row (antithetic pairs, so even); more is smoother and slower, the sum is exact either way."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
     Setting("RELOAD_INTERVAL", 2.0, _seconds, "Seconds between each worker's checks for a newly promoted or rolled-back version (0: never; restart to change versions)."),
@@ -214,6 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", 0, _int_between(0, 5, "proxies"), "Proxies in front of the server whose `X-Forwarded-For`/`-Proto` are trusted (Werkzeug's ProxyFix); the audit log and request logs then record the real client. 1 behind the compose nginx; 0: the peer address."),
     Setting("HEADER_TIMEOUT", 10.0, _number(0.5, 300, "seconds"), "Seconds a client has to send a request's headers; until they are complete the connection holds no worker thread (slow clients cannot take them all)."),
     Setting("RATE_LIMIT_PREDICT", "", _rate_limit, "Requests each credential (API key or JWT subject) may make to `predict` routes, e.g. `600/minute`; empty: no limit."),
+    Setting("RATE_LIMIT_EXPLAIN", "", _rate_limit, "The same for `explain` routes."),
     Setting("RATE_LIMIT_MODEL_INFO", "", _rate_limit, "The same for `model_info` routes."),
     Setting("RATE_LIMIT_ADMIN", "", _rate_limit, "The same for `admin` routes."),
     Setting("RATE_LIMIT_METRICS", "", _rate_limit, "The same for `/metrics`."),

@@ -177,7 +177,7 @@ def _duration(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
-SCOPE_CHOICES = ("predict", "model_info", "admin", "metrics")
+SCOPE_CHOICES = ("predict", "explain", "model_info", "admin", "metrics")
 
 
 class KeyRequest(StrictSchema):

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -155,11 +156,38 @@ def hey(url: str, key: str, body: Path, content_type: str, *, concurrency: int, 
     span = max(float(r["offset"]) + float(r["response-time"]) for r in records) - \
         min(float(r["offset"]) for r in records)
 
-    def pct(p: float) -> float:
-        return times[min(len(times) - 1, int(round(p / 100 * len(times))) - 1)]
+    answered = sorted(float(r["response-time"]) * 1000 for r in records if r["status-code"] == "200")
+
+    def pct(p: float, values: list[float] = times) -> float:
+        return values[min(len(values) - 1, int(round(p / 100 * len(values))) - 1)] if values else float("nan")
 
     return {"requests": len(records), "errors": len(records) - ok, "throughput": ok / span,
-            "p50": pct(50), "p95": pct(95), "p99": pct(99)}
+            "p50": pct(50), "p95": pct(95), "p99": pct(99), "ok_p50": pct(50, answered), "ok_p99": pct(99, answered),
+            "refused": sum(1 for r in records if r["status-code"] == "503")}
+
+
+def explanation_scenarios(url: str, key: str, one: Path, scenario: dict) -> None:
+    """One-row explanations at concurrency 1 and 8, and predictions' p99 alone and while explanations run at
+    their limit (AGSERVE_EXPLAIN_CONCURRENCY 2 per worker × 2 workers = 4 at once)."""
+    explain, predict = f"{url}/models/mixed/explain", f"{url}/models/mixed/predict"
+    hey(explain, key, one, "application/json", concurrency=2, requests_=20)  # warm both workers
+    for concurrency in (1, 8):
+        log(f"mixed: explanations at concurrency {concurrency}")
+        scenario.setdefault(f"explain_c{concurrency}", []).append(
+            hey(explain, key, one, "application/json", concurrency=concurrency, duration=f"{SECONDS}s"))
+    log("mixed: predictions at concurrency 8, alone")
+    scenario.setdefault("predict_c8", []).append(hey(predict, key, one, "application/json", concurrency=8,
+                                                     duration=f"{SECONDS}s"))
+    log("mixed: predictions at concurrency 8, with explanations at their limit")
+    background: dict = {}
+    explaining = threading.Thread(target=lambda: background.update(hey(
+        explain, key, one, "application/json", concurrency=4, duration=f"{int(SECONDS) + 2}s")))
+    explaining.start()
+    time.sleep(1)  # the explanations are running before the predictions start, and go on after they end
+    scenario.setdefault("predict_c8_explaining", []).append(hey(predict, key, one, "application/json",
+                                                                concurrency=8, duration=f"{SECONDS}s"))
+    explaining.join()
+    scenario.setdefault("explain_c4_beside", []).append(background)
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -187,7 +215,7 @@ def main() -> None:
     prepare_models(repository)
     from app.auth.keys import KeyStore
 
-    key, _ = KeyStore(auth_db, PEPPER).create("bench", ["predict"])
+    key, _ = KeyStore(auth_db, PEPPER).create("bench", ["predict", "explain"])
     results, facts = {}, {}
     for name in ("iris", "mixed"):
         sample, big = rows_for(repository, name)
@@ -225,6 +253,8 @@ def main() -> None:
                                                            concurrency=1, requests_=10))
                 scenario.setdefault("csv", []).append(hey(target, key, big_csv, "text/csv", concurrency=1,
                                                           requests_=10))
+                if name == "mixed":
+                    explanation_scenarios(url, key, one, scenario)
             facts.setdefault("rss", []).append([c.memory_info().rss / 2 ** 20
                                                 for c in psutil.Process(process.pid).children()])
         finally:
@@ -271,6 +301,24 @@ def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
             f"{cs['p50']:.0f} / {cs['p95']:.0f} / {cs['p99']:.0f} | {cs['errors']:.0f} |",
             "",
         ]
+    runs = {k: median_of(v) for k, v in results["mixed"]["runs"].items() if k.startswith(("explain", "predict"))}
+    e1, e8, p8, p8e, e4 = (runs[k] for k in ("explain_c1", "explain_c8", "predict_c8", "predict_c8_explaining",
+                                             "explain_c4_beside"))
+    lines += [
+        "## Explanations (mixed-type model, one row, 10 permutations × 50 background rows)",
+        "",
+        "| Scenario | Answered per s | p50 / p99 ms (answered) | Refused (503, at the limit) | Target |",
+        "|---|---|---|---|---|",
+        f"| explanations, concurrency 1 | {e1['throughput']:.1f} | {e1['ok_p50']:.0f} / {e1['ok_p99']:.0f} | "
+        f"{e1['refused']:.0f} | |",
+        f"| explanations, concurrency 8 (limit: 2 per worker) | {e8['throughput']:.1f} | "
+        f"{e8['ok_p50']:.0f} / {e8['ok_p99']:.0f} | {e8['refused']:.0f} of {e8['requests']:.0f} | |",
+        f"| predictions, concurrency 8, alone | {p8['throughput']:.0f} | {p8['p50']:.1f} / {p8['p99']:.1f} | | |",
+        f"| predictions, concurrency 8, with explanations at their limit ({e4['throughput']:.1f}/s beside) | "
+        f"{p8e['throughput']:.0f} | {p8e['p50']:.1f} / {p8e['p99']:.1f} | | p99 ≤ +20 %: "
+        f"{(p8e['p99'] / p8['p99'] - 1) * 100:+.0f} % |",
+        "",
+    ]
     lines += [
         "## Reading the figures",
         "",

@@ -66,7 +66,7 @@ def in_process(repository_path):
     return {name: TabularPredictor.load(str(repository.get(name).predictor_path), verbosity=0) for name in PROBLEMS}
 
 
-ALL_SCOPES = ("predict", "model_info", "admin", "metrics")
+ALL_SCOPES = ("predict", "explain", "model_info", "admin", "metrics")
 
 
 def build_app(auth_db: Path, **overrides):

@@ -98,8 +98,8 @@ def test_every_scope_is_named_in_the_help_and_the_readme():
         help_text = subprocess.run([str(BIN / "agserve"), *command], capture_output=True, text=True, timeout=60).stdout
         assert f"Comma-separated: {', '.join(SCOPES)}." in " ".join(help_text.split()), help_text
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert ("right scope: `predict` for predictions, `model_info` for `/models…` and `/model/info`, `admin` for "
-            "`/admin/…`, `metrics` for `/metrics`.") in readme
+    assert ("right scope: `predict` for predictions, `explain` for explanations, `model_info` for `/models…` and "
+            "`/model/info`, `admin` for `/admin/…`, `metrics` for `/metrics`") in readme
     assert f"agserve keys create --owner me --scopes {','.join(SCOPES)}" in readme
 
 
@@ -113,7 +113,7 @@ def test_the_demo_goes_through_the_gate_and_says_how_to_get_a_key_when_keys_exis
     assert result.returncode == 0, result.stderr
     assert "imported, validated and promoted iris version 1" in result.stdout
     assert ("API keys exist already: set AGSERVE_KEY to one of yours; lost it? create one with every scope:\n"
-            "  .venv/bin/agserve keys create --owner me --scopes predict,model_info,admin,metrics") in result.stdout
+            "  .venv/bin/agserve keys create --owner me --scopes predict,explain,model_info,admin,metrics") in result.stdout
     models = ModelRepository(repository)
     assert models.active_version("iris") == "1" and models.default_model() == "iris"
     assert json.loads((repository / "iris" / "1" / "validation.json").read_text())["passed"] is True

@@ -16,7 +16,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify, send_from_directory
 
-from app.api import served_models
+from app.api import explain, served_models
 from app.auth import ACCESS, may_see, public
 from app.schemas import (ErrorResponse, FeedbackBatch, FeedbackItem, FeedbackResponse, KeyRequest,
                          PredictionResponse, PromoteRequest, TokenRequest, json_schema)
@@ -127,6 +127,7 @@ def build_spec(app: Flask, with_models: bool = True) -> dict[str, Any]:
     spec.components.security_scheme("Bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=ErrorResponse)
     spec.components.schema("Prediction", schema=PredictionResponse)
+    spec.components.schema("Explanation", explain.EXPLANATION_SCHEMA)
     rows = _row_schemas(with_models)
     for name, schema in rows.items():
         spec.components.schema(_component(name), schema)
@@ -162,9 +163,13 @@ def _operation(rule, view, method: str, bodies: dict[str, Any], rows: dict[str, 
     parameters = []
     for argument in rule.arguments:
         schema: dict[str, Any] = {"type": "string"}
-        if argument == "name" and rows and rule.endpoint.startswith(("prediction.", "v2.", "monitoring.")):
+        if argument == "name" and rows and rule.endpoint.startswith(("prediction.", "explain.", "v2.",
+                                                                     "monitoring.")):
             schema["enum"] = sorted(rows)
         parameters.append({"name": argument, "in": "path", "required": True, "schema": schema})
+    if rule.endpoint.startswith("explain."):
+        parameters += explain.PARAMETERS
+        operation["description"] += " " + explain.METHOD
     if parameters:
         operation["parameters"] = parameters
     body = bodies.get(rule.endpoint)
@@ -179,6 +184,9 @@ def _success(endpoint: str) -> dict[str, Any]:
     if endpoint.startswith("prediction."):
         return {JSON: {"schema": {"$ref": "#/components/schemas/Prediction"}},
                 "text/csv": {"schema": {"type": "string"}}}
+    if endpoint.startswith("explain."):
+        return {JSON: {"schema": {"$ref": "#/components/schemas/Explanation"}},
+                "image/svg+xml": {"schema": {"type": "string"}}}
     if endpoint == "monitoring.feedback":
         return {JSON: {"schema": FeedbackResponse}}
     if endpoint == "metrics.scrape":
@@ -209,6 +217,8 @@ def _request_bodies(rows: dict[str, Any], default: str) -> dict[str, Any]:
     return {
         "prediction.predict_default": predict_body(default_row),
         "prediction.predict_named": predict_body(any_row),
+        "explain.explain_default": predict_body(default_row),
+        "explain.explain_named": predict_body(any_row),
         "monitoring.feedback": {JSON: {"schema": {"oneOf": [FeedbackItem, FeedbackBatch]}}},
         "admin.create_key": {JSON: {"schema": KeyRequest}},
         "admin.issue_token": {JSON: {"schema": TokenRequest}},

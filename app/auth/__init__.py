@@ -15,7 +15,7 @@ from app.auth.tokens import TokenRefused, TokenService, scopes_of
 from app.config import ConfigError
 from app.errors import ApiError
 
-SCOPES = ("predict", "model_info", "admin", "metrics")
+SCOPES = ("predict", "explain", "model_info", "admin", "metrics")
 ACCESS = "_agserve_access"  # attribute naming a view's access rule: "public" or a scope
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Any, Mapping
 
 from app.inference.errors import ModelLoadError
+from app.inference.explain import load_background
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
@@ -57,6 +58,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
                     extra={"model": version.name, "version": version.version})
     model = ServedModel(version.name, version.version, manifest, predictor, schema,
                         unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
+    model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
     if settings["BATCHING"]:
         model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)

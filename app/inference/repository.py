@@ -102,6 +102,8 @@ class ModelRepository:
             predictor = TabularPredictor.load(str(staging / PREDICTOR_DIR), verbosity=0)
             manifest = build_manifest(predictor, staging / PREDICTOR_DIR, name=name, version=version,
                                       reference=reference)
+            if reference is not None and len(reference):
+                manifest["background"] = _background(predictor, manifest, staging, reference)
             write_manifest(staging, manifest)
             staging.rename(target)
         except BaseException:
@@ -110,6 +112,17 @@ class ModelRepository:
         if self.default_model() is None and self.names() == [name]:
             self.set_default_model(name)
         return ModelVersion(name, version, target)
+
+    def set_background(self, name: str, version: str, reference: pd.DataFrame) -> dict[str, Any]:
+        """Choose and store the explanation background of an imported version from reference data."""
+        from autogluon.tabular import TabularPredictor
+
+        imported = self.get(name, version)
+        manifest = imported.manifest()
+        predictor = TabularPredictor.load(str(imported.predictor_path), verbosity=0)
+        manifest["background"] = _background(predictor, manifest, imported.path, reference)
+        write_manifest(imported.path, manifest)
+        return manifest["background"]
 
     def default_model(self) -> str | None:
         """The model `POST /predict` answers with: recorded once, changed only by set_default_model."""
@@ -169,6 +182,16 @@ class ModelRepository:
     def _next_version(self, name: str) -> str:
         numbers = [int(v) for v in self.versions(name) if v.isdigit()]
         return str(max(numbers, default=0) + 1)
+
+
+def _background(predictor, manifest: dict[str, Any], version_dir: Path, reference: pd.DataFrame) -> dict[str, Any]:
+    from app.inference.explain import sample_background, write_background
+
+    names = [f["name"] for f in manifest["features"]]
+    missing = [n for n in names if n not in reference.columns]
+    if missing:
+        raise RepositoryError(f"reference data lacks the features {', '.join(missing)}")
+    return write_background(version_dir, sample_background(reference, names, predictor.label, predictor.problem_type))
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:

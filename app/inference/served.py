@@ -56,6 +56,10 @@ class Prediction:
         return Prediction(self.predictions[start:stop], probabilities, self.columns)
 
 
+class MaskedRows(dict):
+    """Columns of an explanation's masked rows: predicted like any rows, never counted as predictions."""
+
+
 class ServedModel:
     """One version of one model, held in memory by a worker."""
 
@@ -73,6 +77,7 @@ class ServedModel:
         self._columns = ColumnValidator(schema)
         self._unknown, self._missing = unknown, missing
         self.batcher: Batcher | None = None
+        self.background: dict[str, Any] | None = None  # validated columns of the stored background sample
         self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
         self.cache_max_rows = 100
 
@@ -139,6 +144,13 @@ class ServedModel:
                 found[i] = fresh.row(j)
         return Prediction.from_rows(found)
 
+    def predict_columns(self, columns: dict[str, Any], n: int) -> Prediction:
+        """Predict validated columns through the batcher (no cache)."""
+        if self.batcher is None:
+            return self._predict_parts([columns], [n])[0]
+        with self.batcher.ticket() as ticket:
+            return ticket.submit(columns, n)
+
     def predict(self, rows: list[Any]) -> Prediction:
         """Predict a list of row objects."""
         return self.predict_table(table_from_records(rows, self.feature_names))
@@ -151,11 +163,13 @@ class ServedModel:
         columns = parts[0] if len(parts) == 1 else merge_columns(parts, self._kinds)
         whole = self.predict_frame(self.frame(columns))
         metrics.observe_batch(self.name, self.version, time.perf_counter() - started, sum(counts), len(counts))
-        metrics.observe_predictions(self.name, self.version, self.problem_type, whole.predictions)
         results, start = [], 0
         for count in counts:
             results.append(whole.slice(start, start + count))
             start += count
+        answered = [p for part, result in zip(parts, results) if not isinstance(part, MaskedRows)
+                    for p in result.predictions]
+        metrics.observe_predictions(self.name, self.version, self.problem_type, answered)
         return results
 
     def predict_frame(self, frame: pd.DataFrame) -> Prediction:

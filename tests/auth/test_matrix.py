@@ -12,7 +12,7 @@ from tests.data import FEATURES, to_records
 PUBLIC = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/v2/health/live"),
           ("GET", "/v2/health/ready"), ("GET", "/v2/models/<name>/ready"),
           ("GET", "/v2/models/<name>/versions/<version>/ready"), ("GET", "/openapi.json"), ("GET", "/docs"),
-          ("GET", "/docs/static/<path:filename>")}
+          ("GET", "/docs/"), ("GET", "/docs/static/<path:filename>")}
 
 
 def good_calls(app, row):
@@ -32,6 +32,8 @@ def good_calls(app, row):
     return {
         ("POST", "/predict"): lambda: ("/predict", {"data": [row]}, 200),
         ("POST", "/models/<name>/predict"): lambda: ("/models/binary/predict", {"data": [row]}, 200),
+        ("POST", "/explain"): lambda: ("/explain", {"data": [row]}, 200),
+        ("POST", "/models/<name>/explain"): lambda: ("/models/binary/explain", {"data": [row]}, 200),
         ("GET", "/models"): lambda: ("/models", None, 200),
         ("GET", "/model/info"): lambda: ("/model/info", None, 200),
         ("GET", "/models/<name>"): lambda: ("/models/binary", None, 200),
@@ -105,7 +107,7 @@ def credentials(app, scope):
     revoked, record = store.create("revoked", [scope])
     store.revoke(record.id)
     expired, _ = store.create("expired", [scope], expires_at=time.time() - 1)
-    others = [s for s in ("predict", "model_info", "admin", "metrics") if s != scope]
+    others = [s for s in ("predict", "explain", "model_info", "admin", "metrics") if s != scope]
     wrong_scope, _ = store.create("wrong-scope", others)
     return [
         ("none", {}, 401),
@@ -139,7 +141,7 @@ def test_auth_matrix(auth_app, row):
                 assert set(response.get_json()) == {"error", "details", "request_id"}
     wrong = {k: v for k, v in outcomes.items() if v[0] != v[1]}
     assert not wrong, wrong
-    assert len(outcomes) == 26 * 15
+    assert len(outcomes) == 28 * 15
 
 
 def test_failed_keys_all_get_the_same_body(auth_app):
