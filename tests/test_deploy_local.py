@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import secrets
@@ -16,6 +17,9 @@ import psutil
 from app.auth.keys import KeyStore
 from tests.data import FEATURES, mixed_frame, to_records
 from tests.servers import ROOT, free_port, server_env
+
+
+MAKE_ERROR = re.compile(r"make(\[\d+\])?: \*\*\* ")
 
 
 def make(target: str, env: dict) -> subprocess.CompletedProcess:
@@ -68,8 +72,8 @@ def servers_of(deploy_dir: Path) -> list[psutil.Process]:
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
-    """The script's last line: make adds its own "make: *** [...] Error 1" after it."""
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("make: ***")]
+    """The script's last line: make adds its own "make: *** [...] Error 1" after it ("make[1]: ***" under make test)."""
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if not MAKE_ERROR.match(line)]
     return lines[-1]
 
 
