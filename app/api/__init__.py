@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError
 from app import jsonio
 from app.errors import ApiError
 from app.inference import ModelRegistry
+from app.values import LoneSurrogate
 
 
 def served_models() -> ModelRegistry:
@@ -27,10 +28,13 @@ def read_body(accepted: tuple[str, ...] = ("application/json",)) -> bytes:
     return body
 
 
-def parse_json(body: bytes) -> Any:
-    """400 for anything that is not UTF-8 JSON."""
+def parse_json(body: bytes, constants: tuple[str, ...] = tuple(jsonio.CONSTANTS)) -> Any:
+    """400 for anything that is not UTF-8 JSON (constants: which of NaN, Infinity, -Infinity may appear)."""
     try:
-        return jsonio.loads(body)
+        return jsonio.loads(body, constants)
+    except LoneSurrogate as exc:
+        raise ApiError(400, f"request body is not valid UTF-8 JSON: {exc}",
+                       {"reason": "LoneSurrogate", "field": exc.path}) from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting is not
         raise ApiError(400, "request body is not valid UTF-8 JSON", {"reason": type(exc).__name__}) from None
 

@@ -44,7 +44,9 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
         except ValueError as exc:
             raise ModelLoadError(f"model {version.name} version {version.version}: {exc}") from None
     schema = build_row_schema(version.name, manifest["features"], bounds,
-                              unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
+                              unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"],
+                              max_lengths={"category": settings["MAX_CATEGORY_LENGTH"],
+                                           "text": settings["MAX_TEXT_LENGTH"]})
 
     from autogluon.tabular import TabularPredictor  # heavy: imported in the worker, after the fork
 
@@ -61,6 +63,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     if settings["BATCHING"]:
         model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)
     model.cache_max_rows = settings["CACHE_MAX_REQUEST_ROWS"]
+    model.max_columns = max(settings["MAX_COLUMNS"], len(model.features))
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted)}
     return model, facts

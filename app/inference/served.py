@@ -71,7 +71,8 @@ class ServedModel:
         self.feature_names = [f["name"] for f in self.features]
         self._kinds = {f["name"]: f["kind"] for f in self.features}
         self._columns = ColumnValidator(schema)
-        self._unknown, self._missing = unknown, missing
+        self.unknown_fields, self.missing_features = unknown, missing
+        self.max_columns = max(1024, len(self.features))  # the loader applies AGSERVE_MAX_COLUMNS
         self.batcher: Batcher | None = None
         self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
         self.cache_max_rows = 100
@@ -104,7 +105,7 @@ class ServedModel:
     def validate_table(self, table: Table) -> dict[str, Any]:
         """Typed columns: the fast column-wise path, or marshmallow when it cannot vouch for a value."""
         if table.records is None:
-            check_columns(table, self.feature_names, self._unknown, self._missing)
+            check_columns(table, self.feature_names, self.unknown_fields, self.missing_features)
         try:
             return self._columns.convert(table)
         except SlowPath:
