@@ -10,7 +10,7 @@ from app.api import read_json, served_models
 from app.auth import require_scope
 from app.errors import ApiError
 from app.monitoring.quality import BadOutcome, parse_actual
-from app.schemas import FeedbackBatch, FeedbackItem
+from app.schemas import FeedbackBatch, FeedbackItem, messages_of
 
 bp = Blueprint("monitoring", __name__)
 
@@ -62,7 +62,7 @@ def _feedback_items(document: Any) -> list[dict[str, Any]]:
     try:
         items = FeedbackBatch().load(document)["feedback"] if batch else [FeedbackItem().load(document)]
     except ValidationError as exc:
-        raise ApiError(422, "feedback does not match the schema", exc.messages) from None
+        raise ApiError(422, "feedback does not match the schema", messages_of(exc)) from None
     for item in items:
         if "prediction_id" in item:
             request_id, _, row = item["prediction_id"].rpartition(":")

@@ -22,6 +22,7 @@ from app.inference.tables import Table, check_names, table_from_csv, table_from_
 
 bp = Blueprint("prediction", __name__)
 JSON, CSV = "application/json", "text/csv"
+CELL_ENDS = (b",", b"\n", b"\r")
 
 
 @bp.post("/predict")
@@ -101,6 +102,7 @@ def read_table(model: ServedModel, max_rows: int) -> Table:
 
 def _csv_table(body: bytes, model: ServedModel, max_rows: int) -> Table:
     names = _csv_header(body, model)
+    _check_cell_bytes(body, model.max_cell_bytes)
     nul = body.find(b"\x00")
     if nul >= 0:  # pandas' parser would end the cell there and drop the rest without a word
         line = body.count(b"\n", 0, nul) + 1
@@ -128,11 +130,12 @@ def _csv_header(body: bytes, model: ServedModel) -> list[str]:
     """The header's column names, checked (count, then names) before pandas reads a single row: a header of a
     million columns costs a scan of its first line, not a million-column frame."""
     ends = [i for i in (body.find(b"\n"), body.find(b"\r")) if i >= 0]
-    line = body[:min(ends)] if ends else body
-    check_column_count(line.count(b",") + 1, model.max_columns)  # commas inside quotes count too: an upper bound
-    if len(line) > model.max_columns * (NAME_MAX + 3):  # every name at most NAME_MAX, quoted, plus a comma
+    end = min(ends) if ends else len(body)
+    check_column_count(body.count(b",", 0, end) + 1, model.max_columns)  # quoted commas count too: an upper bound
+    if end > model.max_columns * (NAME_MAX + 3):  # every name at most NAME_MAX, quoted, plus a comma
         raise ApiError(413, f"the CSV header is longer than {model.max_columns * (NAME_MAX + 3)} bytes",
                        {"max_columns": model.max_columns})
+    line = body[:end]
     try:
         names = next(csv.reader([line.decode("utf-8-sig")]), [])
     except (ValueError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
@@ -141,6 +144,35 @@ def _csv_header(body: bytes, model: ServedModel) -> list[str]:
         raise ApiError(422, "the CSV body has no header row", {"data": ["Missing data for required field."]})
     check_names(names, model.feature_names, model.unknown_fields, model.missing_features)
     return names
+
+
+def _check_cell_bytes(body: bytes, limit: int) -> None:
+    """422 when a run of bytes without comma or line break (it lies inside one cell) is longer than any value the
+    model accepts, found with a few memchr calls before pandas copies a 32 MiB cell. A quoted cell holding commas
+    escapes this check and meets the per-kind lengths after parsing."""
+    start = _long_run(body, limit)
+    if start is not None:
+        line = body.count(b"\n", 0, start) + 1
+        raise ApiError(422, f"a CSV cell on line {line} is longer than {limit} bytes, more than any feature accepts",
+                       {"data": [f"Cell longer than {limit} bytes on line {line}."], "max_cell_bytes": limit})
+
+
+def _long_run(body: bytes, limit: int) -> int | None:
+    """Where a run of more than limit bytes free of CELL_ENDS starts, or None. Such a run holds a whole block of
+    limit // 2 bytes, so only blocks without any delimiter are looked at more closely, within limit bytes."""
+    step = max(1, limit // 2)
+    for block in range(0, len(body), step):
+        stop = min(block + step, len(body))
+        if any(body.find(end, block, stop) >= 0 for end in CELL_ENDS):
+            continue
+        left = max(body.rfind(end, max(0, block - limit), block) for end in CELL_ENDS)
+        if left < 0 and block > limit:
+            return block - limit
+        rights = [i for i in (body.find(end, stop, stop + limit + 1) for end in CELL_ENDS) if i >= 0]
+        right = min(rights) if rights else min(len(body), stop + limit + 1)
+        if right - left - 1 > limit:
+            return left + 1
+    return None
 
 
 def check_column_count(columns: int, max_columns: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from app.api import parse_json, served_models
+from app.api import parse_json, request_body, served_models
 from app.api.prediction import check_column_count, predict_and_record
 from app.auth import public, require_scope
 from app.errors import ApiError
@@ -144,9 +144,7 @@ def _read_request() -> dict[str, Any]:
     """The inference request; JSON with or without a content type (Triton's client sends none), NaN allowed."""
     if request.mimetype not in ("", "application/json"):
         raise ApiError(400, "Content-Type must be application/json (binary tensor data is not supported)")
-    body = request.get_data(cache=False)
-    if len(body) > current_app.config["MAX_BODY_BYTES"]:
-        raise ApiError(400, "request body too large", {"max_bytes": current_app.config["MAX_BODY_BYTES"]})
+    body = request_body()
     document = parse_json(body, constants=("NaN",))  # NaN: a missing number, as numpy-based clients send it
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise ApiError(400, 'an inference request is a JSON object with a non-empty "inputs" list')

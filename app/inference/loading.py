@@ -11,6 +11,7 @@ from app.inference.manifest import file_checksums, installed_versions, saved_ver
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
 from app.schemas import build_row_schema, check_bounds
+from app.values import NAME_MAX
 
 log = logging.getLogger("agserve.models")
 
@@ -64,6 +65,8 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
         model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)
     model.cache_max_rows = settings["CACHE_MAX_REQUEST_ROWS"]
     model.max_columns = max(settings["MAX_COLUMNS"], len(model.features))
+    # 4 UTF-8 bytes a character, 2 quotes: no acceptable cell (value or column name) is longer
+    model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted)}
     return model, facts
