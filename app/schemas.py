@@ -34,6 +34,8 @@ class WholeNumber(fields.Integer):
             value = _number_text(self, value.strip())
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid")
+        if isinstance(value, float) and not -INT64_LIMIT < value < INT64_LIMIT:
+            raise self.make_error("range")  # -2**63 too: it is what orjson makes of any integer literal below it
         number = super()._validated(value)
         if number is not None and not fits_int64(number):
             raise self.make_error("range")
@@ -56,6 +58,7 @@ def _number_text(field: fields.Number, text: str) -> int | float:
 
 
 INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+INT64_LIMIT = 2.0 ** 63
 
 
 class FiniteFloat(fields.Float):
