@@ -142,6 +142,12 @@ OUTSIDE_INT64 = st.one_of(st.integers(INT64_MAX + 1, 2 ** 64 + 5), st.integers(-
                           st.integers(2 ** 64, 10 ** 400),
                           st.sampled_from([2 ** 63, 2 ** 64 - 1, 10 ** 20, INT64_MIN - 1, INT64_MIN - 1000]))
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+INTEGRAL_FLOATS = FLOATS.map(lambda f: float(math.floor(f)))  # mostly far outside int64, some inside
+
+
+def weighted(*choices: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
+    """One of the strategies, drawn in proportion to its weight (st.one_of draws its branches evenly)."""
+    return st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)]).flatmap(lambda s: s)
 DATETIMES = st.datetimes(EARLIEST, LATEST)
 FORMS = st.sampled_from(["T", " ", "date", "minutes"])
 
@@ -162,13 +168,17 @@ HOSTILE = {
                                                                          True, False])),
                          st.integers(10 ** 300, 10 ** 400).map(_int_as_number), refused(WRONG_SHAPES),
                          refused(SURROGATE_TEXT)),
-    "integer": st.one_of(OUTSIDE_INT64.map(_int64), FLOATS.map(_integral_float), refused(NON_FINITE),
-                         st.sampled_from([1e19, 1e20, 9.223372036854776e18, -9.223372036854776e18, -9.3e18, 3.5])
-                         .map(_integral_float),
-                         st.builds(_integer_text, OUTSIDE_INT64.filter(lambda n: len(str(n)) < 60),
-                                   st.sampled_from(["", " "])),
-                         refused(st.sampled_from(["", "3.5", "x", "9" * 400, True, False])), refused(WRONG_SHAPES),
-                         refused(SURROGATE_TEXT)),
+    "integer": weighted((3, OUTSIDE_INT64.map(_int64)), (3, INTEGRAL_FLOATS.map(_integral_float)),
+                        # the edges, where orjson turns an integer literal into a float
+                        (3, st.sampled_from([INT64_MIN - 1, INT64_MIN - 1024, INT64_MAX + 1, 2 ** 64 - 1])
+                         .map(_int64)),
+                        (1, FLOATS.map(_integral_float)), (1, refused(NON_FINITE)),
+                        (2, st.sampled_from([1e19, 1e20, 9.223372036854776e18, -9.223372036854776e18, -9.3e18, 3.5])
+                         .map(_integral_float)),
+                        (2, st.builds(_integer_text, OUTSIDE_INT64.filter(lambda n: len(str(n)) < 60),
+                                      st.sampled_from(["", " "]))),
+                        (1, refused(st.sampled_from(["", "3.5", "x", "9" * 400, True, False]))),
+                        (1, refused(WRONG_SHAPES)), (1, refused(SURROGATE_TEXT))),
     "category": st.one_of(refused(SURROGATE_TEXT), refused(st.one_of(FLOATS, st.integers(), st.booleans(),
                                                                        WRONG_SHAPES)),
                           st.integers(CATEGORY_MAX - 2, CATEGORY_MAX + 2).map(lambda n: _string("c" * n, CATEGORY_MAX)),

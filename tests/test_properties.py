@@ -121,9 +121,10 @@ def check_prediction(response: requests.Response, in_process, model: str, rows: 
 # --- requests: rows of Values in every wire shape -----------------------------------------------------------------------
 @st.composite
 def hostile_rows(draw, valid=ROW, hostile=HOSTILE, max_rows=3) -> list[dict[str, Value]]:
-    """1-3 rows of valid values (extremes included), then up to two values replaced by hostile ones."""
+    """1-3 rows of valid values (extremes included), then (mostly) one value replaced by a hostile one: a single
+    reason to refuse, so that no refusal hides another value the server should have refused."""
     rows = [dict(draw(valid)) for _ in range(draw(st.integers(1, max_rows)))]
-    for _ in range(draw(st.integers(0, 2))):
+    for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2]))):
         feature = draw(st.sampled_from(FEATURES))
         rows[draw(st.integers(0, len(rows) - 1))][feature] = draw(hostile[KINDS[feature]])
     return rows
@@ -144,7 +145,7 @@ COLUMN_SHAPES = st.sampled_from(["plain"] * 6 + ["duplicate", "unknown", "many",
 @st.composite
 def records_case(draw):
     rows = draw(hostile_rows())
-    shape = draw(COLUMN_SHAPES)
+    shape = draw(COLUMN_SHAPES) if accepted(rows) else "plain"  # one reason to refuse at a time
     ok = accepted(rows) and shape in ("plain", "duplicate")
     wire_rows = []
     for row in rows:
@@ -184,7 +185,7 @@ def test_json_records(server, in_process, chosen_seed):
 def split_case(draw):
     rows = draw(hostile_rows())
     columns = draw(st.permutations(FEATURES))
-    shape = draw(COLUMN_SHAPES)
+    shape = draw(COLUMN_SHAPES) if accepted(rows) else "plain"
     data = [[row[name].wire for name in columns] for row in rows]
     if shape == "duplicate":
         columns, data = columns + [columns[0]], [values + [values[0]] for values in data]
@@ -217,7 +218,8 @@ def test_json_split(server, in_process, chosen_seed):
 def csv_case(draw):
     rows = draw(hostile_rows(row_values(CSV_VALID), CSV_HOSTILE))
     columns = list(draw(st.permutations(FEATURES)))
-    shape = draw(st.sampled_from(["plain"] * 6 + ["duplicate", "unknown", "many", "missing", "bomb"]))
+    shape = draw(st.sampled_from(["plain"] * 6 + ["duplicate", "unknown", "many", "missing", "bomb"])) \
+        if accepted(rows) else "plain"
     cells = [[row[name].wire for name in columns] for row in rows]
     if shape == "duplicate":
         columns, cells = columns + [columns[0]], [values + [values[0]] for values in cells]
@@ -260,7 +262,8 @@ DATATYPES = {"numeric": "FP64", "integer": "INT64", "boolean": "BOOL", "category
 def v2_case(draw):
     rows = draw(hostile_rows())
     rows = [{name: v2_value(KINDS[name], value) for name, value in row.items()} for row in rows]
-    shape = draw(st.sampled_from(["plain"] * 6 + ["nested", "duplicate", "unknown", "many", "missing", "datatype"]))
+    shape = draw(st.sampled_from(["plain"] * 6 + ["nested", "duplicate", "unknown", "many", "missing", "datatype"])) \
+        if accepted(rows) else draw(st.sampled_from(["plain", "nested"]))
     inputs = []
     for name in draw(st.permutations(FEATURES)):
         data = [row[name].wire for row in rows]
