@@ -83,7 +83,7 @@ def with_surrogate(text: str, surrogate: str, at: int) -> str:
 SURROGATE_TEXT = st.builds(with_surrogate, TEXT, SURROGATES, st.integers(0, 20))
 NON_FINITE = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "1" + "0" * 400,
                               "-" + "9" * 400]).map(Raw)
-DEEP = st.integers(1, 3000).map(lambda depth: Raw("[" * depth + "1" + "]" * depth))
+DEEP = st.integers(2, 3000).map(lambda depth: Raw("[" * depth + "1" + "]" * depth))
 WRONG_SHAPES = st.one_of(DEEP, st.just([]), st.just({}), st.just({"a": 1}), st.lists(st.integers(), min_size=1,
                                                                                       max_size=3))
 

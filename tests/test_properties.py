@@ -1,7 +1,8 @@
 """Property-based: hostile values of every feature kind through every protocol (JSON records, split, CSV, V2 tensors,
 feedback, admin bodies and query strings) against a real gunicorn. Every answer is 2xx or 4xx in the house JSON
 shape; a value the rules refuse is refused and one they accept is accepted (tests/hostile_values.py says which);
-a 2xx prediction equals in-process AutoGluon on the canonical values; the server log never holds a traceback.
+a 2xx prediction equals in-process AutoGluon on the canonical values, and the validated inputs the server's
+prediction log records are exactly those values; the server log never holds a traceback.
 
 Each protocol runs with a fixed seed and with a random one (shown in the test id; rerun it with
 AGSERVE_PROPERTY_SEED=<seed>)."""
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import random
 import re
 import subprocess
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ EXAMPLES = {"records": 450, "split": 250, "csv": 400, "v2": 350, "feedback": 250
 SHAPE = {"error", "details", "request_id"}
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 STATUSES: Counter = Counter()  # answers of the running property, by class
+LOGGED: dict[str, list[dict[str, Any]]] = {}  # request id of each 2xx prediction -> the canonical rows it answered
 
 
 def examples(protocol: str, chosen_seed: int) -> int:
@@ -56,7 +60,9 @@ def run_property(chosen_seed: int, protocol: str, strategy, check, min_accepted:
     configured = settings(max_examples=examples(protocol, chosen_seed), deadline=None, database=None,
                           phases=[Phase.explicit, Phase.generate, Phase.shrink], print_blob=True,
                           suppress_health_check=list(HealthCheck))
+    LOGGED.clear()
     seed(chosen_seed)(configured(given(strategy)(check)))()
+    check_logged_inputs()
     print(f"{protocol}: statuses {dict(sorted(STATUSES.items()))}")
     total = sum(STATUSES.values())
     accepted, refused = STATUSES["2xx"], STATUSES["4xx"]
@@ -66,8 +72,11 @@ def run_property(chosen_seed: int, protocol: str, strategy, check, min_accepted:
 
 @pytest.fixture(scope="module")
 def server(repository_path, tmp_path_factory):
-    log = tmp_path_factory.mktemp("properties") / "gunicorn.log"
+    folder = tmp_path_factory.mktemp("properties")
+    log = folder / "gunicorn.log"
+    PREDICTION_LOG.append(folder / "predictions")
     with gunicorn(repository_path, workers=2, log_path=log, AGSERVE_MODELS=",".join(MODELS),
+                  AGSERVE_PREDICTION_LOG_DIR=str(PREDICTION_LOG[0]),
                   AGSERVE_MAX_COLUMNS=str(MAX_COLUMNS), AGSERVE_MAX_CATEGORY_LENGTH=str(CATEGORY_MAX),
                   AGSERVE_MAX_TEXT_LENGTH=str(TEXT_MAX), AGSERVE_MONITOR_FLUSH_SECONDS="0.1") as running:
         running.log = log
@@ -111,7 +120,41 @@ def reference_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+PREDICTION_LOG: list[Path] = []  # the property server's prediction-log folder
+
+
+def check_logged_inputs() -> None:
+    """The validated inputs the prediction log records are each canonical value exactly: a one-ulp change or a
+    wrapped integer moves no prediction of these small models, but it shows here."""
+    logged = {}
+    for path in PREDICTION_LOG[0].rglob("*"):
+        if path.is_file():
+            for line in path.read_bytes().splitlines():
+                entry = json.loads(line)
+                logged[entry["request_id"]] = entry["inputs"]
+    wrong = []
+    for request_id, rows in LOGGED.items():
+        inputs = logged.get(request_id)
+        assert inputs is not None, f"prediction {request_id} is not in the prediction log"
+        for index, row in enumerate(rows):
+            for name, kind in KINDS.items():
+                if not same_value(kind, inputs[name][index], row[name]):
+                    wrong.append((request_id, name, inputs[name][index], row[name]))
+    assert not wrong, wrong[:5]
+
+
+def same_value(kind: str, logged: Any, expected: Any) -> bool:
+    if expected is None or logged is None:
+        return expected is None and logged is None
+    if kind == "datetime":
+        return datetime.fromisoformat(logged) == expected
+    if kind in ("numeric", "integer"):
+        return type(logged) in (int, float) and logged == expected
+    return type(logged) is type(expected) and logged == expected
+
+
 def check_prediction(response: requests.Response, in_process, model: str, rows: list[dict[str, Any]], context):
+    LOGGED[response.headers["X-Request-ID"]] = rows
     predictions, probabilities = expected_answers(in_process[model], reference_frame(rows))
     answer = response.json()
     assert answer["predictions"] == predictions, (rows, answer, context)
@@ -294,6 +337,7 @@ def test_v2_tensors(server, in_process, chosen_seed):
         check_status(response, ok, request)
         if not ok:
             return
+        LOGGED[response.headers["X-Request-ID"]] = canonical(rows)
         predictions, probabilities = expected_answers(in_process[model], reference_frame(canonical(rows)))
         outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
         if probabilities is None:
