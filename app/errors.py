@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from typing import Any
 
 from flask import Flask, g, jsonify
@@ -38,7 +37,6 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _api_error(exc: ApiError):
-    _release(exc)
     log.info("request refused: %s", exc.message, extra={"status": exc.status})
     response, status = error_response(exc.status, exc.message, exc.details)
     response.headers.update(exc.headers)
@@ -46,18 +44,8 @@ def _api_error(exc: ApiError):
 
 
 def _model_error(exc: ModelError):
-    _release(exc)
     log.info("request refused: %s", exc.message, extra={"status": exc.status})
     return error_response(exc.status, exc.message, exc.details)
-
-
-def _release(exc: Exception) -> None:
-    """Drop the locals of the finished frames a refusal passed through (a 32 MiB body, its parsed rows): Flask
-    keeps the exception in a frame of its own traceback, a cycle only the garbage collector would free, later."""
-    seen: BaseException | None = exc
-    while seen is not None:  # the exceptions it was raised while handling keep their frames too
-        traceback.clear_frames(seen.__traceback__)
-        seen = seen.__cause__ or seen.__context__
 
 
 def _http_error(exc: HTTPException):

@@ -1,13 +1,16 @@
 """Refusals cost little: bodies at the default 32 MiB limit that will be refused (a CSV header of millions of
 columns, a field of tens of megabytes, rows or split columns past the column limit) each cost the one worker under
-200 ms of CPU and under 20 MB of RSS (read from /proc), while /health/live keeps answering within 100 ms (more
-than it does in an idle moment of the same length: the 2-core machine is shared).
+200 ms of CPU and under 20 MB of RSS (read from /proc), while /health/live keeps answering within 100 ms more
+than it does in an idle moment of the same length. The machine is shared: when more processes are runnable than
+it has cores, a parse that holds the GIL for 60 ms of CPU takes longer in wall time, so that bound is scaled by
+the load average per core (at most 3x).
 
 A JSON row of 400,000 keys is held to the CPU and RSS bounds only: orjson holds the GIL while it builds the
 object (about 0.1 s), so a probe of the same, single, worker waits that long; with two workers the other answers."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.config import SETTINGS
+from app.config import SETTINGS, cpu_count
 from tests.data import FEATURES, to_records
 from tests.servers import gunicorn
 
@@ -114,7 +117,8 @@ def test_refusals_at_the_body_limit_cost_little_and_liveness_stays_fast(server, 
 
 def within_bounds(name: str, cost: tuple[float, float, float]) -> bool:
     cpu, rss, live = cost
-    return cpu < CPU_SECONDS and rss < RSS_MB and (live < LIVE_SECONDS or name == GIL_BOUND)
+    busy = min(3.0, max(1.0, os.getloadavg()[0] / cpu_count()))
+    return cpu < CPU_SECONDS and rss < RSS_MB and (live < LIVE_SECONDS * busy or name == GIL_BOUND)
 
 
 def measure(server, pid: int, http: requests.Session, content_type: str, payload: bytes, name: str):
