@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from hypothesis import strategies as st
 from marshmallow import fields
 
@@ -261,3 +263,23 @@ CSV_HOSTILE = {
                           refused(SURROGATE_TEXT)),
     "text": st.one_of(refused(SURROGATE_TEXT), st.just(Value("x" * 200_000, REFUSED))),
 }
+
+
+# --- the reference: the canonical values typed as a pandas client would, for AutoGluon in-process -------------------
+def reference_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    data = {}
+    for name, kind in KINDS.items():
+        values = [row[name] for row in rows]
+        missing = any(v is None for v in values)
+        if kind == "numeric":
+            data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        elif kind == "integer":
+            data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64") if missing \
+                else np.array(values, dtype="int64")
+        elif kind == "boolean":
+            data[name] = pd.array(values, dtype="object") if missing else np.array(values, dtype=bool)
+        elif kind == "datetime":
+            data[name] = pd.Series([pd.NaT if v is None else pd.Timestamp(v) for v in values], dtype="datetime64[ns]")
+        else:
+            data[name] = pd.array(values, dtype="object")
+    return pd.DataFrame(data)

@@ -128,7 +128,7 @@ def test_an_all_invalid_batch_is_refused_without_building_a_dataframe(app, clien
     assert body["details"]["invalid_rows"] == 10_000 and body["details"]["reported_rows"] == 100
 
 
-# --- Regressions: each answered 500 before, some with lasting damage ---------------------------------------------------
+# --- Regressions: each answered 500 before, some with lasting damage -------------------------------------------------
 def refused(response, status: int) -> dict:
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["Content-Type"] == "application/json"
@@ -186,7 +186,7 @@ def test_integers_beyond_int64_are_refused_on_json_csv_and_v2(server, row, liter
 @pytest.mark.parametrize("value", [2 ** 63 - 1, -(2 ** 63), 2 ** 53 + 1])
 def test_int64_extremes_reach_autogluon_exactly(server, row, in_process, value):
     from tests.api.test_prediction import expected_answers
-    from tests.test_properties import reference_frame
+    from tests.hostile_values import reference_frame
 
     extreme = dict(row, cnt=value)
     expected = expected_answers(in_process["binary"], reference_frame([extreme]))

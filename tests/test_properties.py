@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -30,9 +29,9 @@ from hypothesis import strategies as st
 
 from app.api.v2 import proba_names
 from tests.api.test_prediction import expected_answers
-from tests.hostile_values import (CATEGORY_MAX, CSV_HOSTILE, CSV_VALID, HOSTILE, KINDS, MAX_COLUMNS, REFUSED,
-                                  ROW, SURROGATE_TEXT, TEXT, TEXT_MAX, VALID, Pairs, Raw, Value, body, dump,
-                                  row_values, v2_value)
+from tests.hostile_values import (CATEGORY_MAX, CSV_HOSTILE, CSV_VALID, HOSTILE, KINDS, MAX_COLUMNS,
+                                  ROW, SURROGATE_TEXT, TEXT, TEXT_MAX, Pairs, Raw, Value, body, dump,
+                                  reference_frame, row_values, v2_value)
 from tests.servers import BIN, ROOT, gunicorn, server_env
 
 pytestmark = pytest.mark.server
@@ -100,26 +99,7 @@ def check_status(response: requests.Response, accepted: bool, context: Any) -> N
         check_refusal(response, context)
 
 
-# --- the reference: AutoGluon in-process, on the canonical values, typed as a pandas client would -----------------------
-def reference_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    data = {}
-    for name, kind in KINDS.items():
-        values = [row[name] for row in rows]
-        missing = any(v is None for v in values)
-        if kind == "numeric":
-            data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
-        elif kind == "integer":
-            data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64") if missing \
-                else np.array(values, dtype="int64")
-        elif kind == "boolean":
-            data[name] = pd.array(values, dtype="object") if missing else np.array(values, dtype=bool)
-        elif kind == "datetime":
-            data[name] = pd.Series([pd.NaT if v is None else pd.Timestamp(v) for v in values], dtype="datetime64[ns]")
-        else:
-            data[name] = pd.array(values, dtype="object")
-    return pd.DataFrame(data)
-
-
+# --- 2xx answers: AutoGluon in-process on the canonical values, and the prediction log ------------------------------
 PREDICTION_LOG: list[Path] = []  # the property server's prediction-log folder
 
 
@@ -161,7 +141,7 @@ def check_prediction(response: requests.Response, in_process, model: str, rows: 
     assert answer["probabilities"] == probabilities, (rows, answer, context)
 
 
-# --- requests: rows of Values in every wire shape -----------------------------------------------------------------------
+# --- requests: rows of Values in every wire shape --------------------------------------------------------------------
 @st.composite
 def hostile_rows(draw, valid=ROW, hostile=HOSTILE, max_rows=3) -> list[dict[str, Value]]:
     """1-3 rows of valid values (extremes included), then (mostly) one value replaced by a hostile one: a single
@@ -399,7 +379,8 @@ def feedback_case(draw):
 def test_feedback(server, answered, chosen_seed):
     def check(case):
         model, actual, form, ascii_only = case
-        ok = outcome_accepted(model, actual, form == "request_id") and form in ("prediction_id", "request_id", "batch", "duplicate")
+        ok = outcome_accepted(model, actual, form == "request_id") and \
+            form in ("prediction_id", "request_id", "batch", "duplicate")
         ident = [("prediction_id", f"{answered[model]}:0")] if form != "request_id" else \
             [("request_id", answered[model])]
         pairs = ident + [("actual", actual)]
@@ -428,7 +409,7 @@ def deadline_retry(send) -> requests.Response:
     return response
 
 
-# --- admin bodies and query strings ------------------------------------------------------------------------------------
+# --- admin bodies and query strings ----------------------------------------------------------------------------------
 SCOPES = ("predict", "model_info", "admin", "metrics")
 DURATIONS = st.one_of(st.builds(lambda n, unit, pad: f"{pad}{n}{unit}{pad}", st.integers(0, 10 ** 13),
                                 st.sampled_from("smhdy"), st.sampled_from(["", " "])),
