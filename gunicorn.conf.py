@@ -3,6 +3,7 @@
 The master never imports AutoGluon: each worker builds the app (wsgi.py) after the fork, so it loads,
 persists and warms up its own copy of every served model before it accepts a request.
 """
+import ctypes
 import os
 import shutil
 import sys
@@ -70,6 +71,19 @@ def child_exit(server, worker):
 def on_exit(server):
     if not _settings["METRICS_DIR"]:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+# --- Memory ------------------------------------------------------------------------------------
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def post_fork(server, worker):
+    """Blocks of 1 MiB and more are mmapped, so freeing a 32 MiB body returns it to the system (glibc's own
+    threshold climbs to 32 MiB after the first such body, and the heap then keeps it resident)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except OSError:  # not glibc (musl): its allocator maps large blocks anyway
+        pass
 
 
 # --- Timeouts and recycling ------------------------------------------------------------------

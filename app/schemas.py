@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import re
+import traceback
 from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from app.values import INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, fits_int64
 
 # Owner-declared bounds in schema.json: {"features": {name: {minimum, maximum, enum, max_length}}}
 BOUND_KEYS = {"minimum", "maximum", "enum", "max_length"}
@@ -19,30 +23,60 @@ class StrippedString(fields.String):
 
 
 class WholeNumber(fields.Integer):
-    """An integer; 3, 3.0, "3" and "3.0" are accepted, 3.5 is refused (marshmallow would truncate it)."""
+    """A 64-bit integer; 3, 3.0, "3" and "3.0" are accepted, 3.5 is refused (marshmallow would truncate it), and so
+    is anything int64 cannot hold (AutoGluon would get a wrapped value). Integer text is read exactly, never
+    through a float."""
+
+    default_error_messages = {"range": f"Not an integer a 64-bit integer can hold ({INT64_MIN} to {INT64_MAX})."}
 
     def _validated(self, value):
         if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                raise self.make_error("invalid") from None
-            if not math.isfinite(number):
-                raise self.make_error("invalid")
-            value = number
+            value = _number_text(self, value.strip())
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid")
-        return super()._validated(value)
+        if isinstance(value, float) and not -INT64_LIMIT < value < INT64_LIMIT:
+            raise self.make_error("range")  # -2**63 too: it is what orjson makes of any integer literal below it
+        number = super()._validated(value)
+        if number is not None and not fits_int64(number):
+            raise self.make_error("range")
+        return number
+
+
+def _number_text(field: fields.Number, text: str) -> int | float:
+    """The number a text holds: an exact int for integer digits, else a finite float; "invalid" otherwise."""
+    if len(text) > NUMBER_TEXT_MAX:
+        raise field.make_error("invalid")
+    if INTEGER_TEXT.fullmatch(text):
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        raise field.make_error("invalid") from None
+    if not math.isfinite(number):
+        raise field.make_error("invalid")
+    return number
+
+
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+INT64_LIMIT = 2.0 ** 63
 
 
 class FiniteFloat(fields.Float):
-    """A finite float (NaN, Infinity and overflowing literals such as 1e999 are refused)."""
+    """A finite float (NaN, Infinity and numbers no float64 holds, such as 1e999, are refused)."""
+
+    default_error_messages = {"special": "Not a finite number a float64 can hold (NaN, Infinity and overflowing "
+                                         "numbers such as 1e999 are refused)."}
 
     def __init__(self, **kwargs):
         super().__init__(allow_nan=False, **kwargs)
 
     def _validated(self, value):
-        number = super()._validated(value)
+        if isinstance(value, str) and len(value) > NUMBER_TEXT_MAX:
+            raise self.make_error("invalid")
+        try:
+            number = super()._validated(value)
+        except OverflowError:  # an int past float64 (JSON ints are already floats by then; this is a last guard)
+            raise self.make_error("special") from None
         if number is not None and not math.isfinite(number):
             raise self.make_error("special")
         return number
@@ -61,6 +95,8 @@ class IsoDateTime(StrippedString):
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > NUMBER_TEXT_MAX:
+            raise self.make_error("datetime")
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
@@ -97,13 +133,18 @@ def check_bounds(bounds: dict[str, Any], features: list[dict[str, Any]]) -> dict
 
 
 def build_row_schema(model_name: str, features: list[dict[str, Any]], bounds: dict[str, dict[str, Any]] | None = None,
-                     *, unknown: str = "raise", missing: str = "raise") -> Schema:
-    """A schema for one input row: one field per feature, typed by its AutoGluon kind; null is a missing value."""
+                     *, unknown: str = "raise", missing: str = "raise",
+                     max_lengths: dict[str, int] | None = None) -> Schema:
+    """A schema for one input row: one field per feature, typed by its AutoGluon kind; null is a missing value.
+    max_lengths caps the strings of a kind ({"category": 1024, "text": 65536}), beneath any owner's max_length."""
     bounds = bounds or {}
+    max_lengths = max_lengths or {}
     declared = {}
     for feature in features:
         spec = bounds.get(feature["name"], {})
         validators = []
+        if feature["kind"] in max_lengths:
+            validators.append(validate.Length(max=max_lengths[feature["kind"]]))
         if "minimum" in spec or "maximum" in spec:
             validators.append(validate.Range(min=spec.get("minimum"), max=spec.get("maximum")))
         if "enum" in spec:
@@ -116,6 +157,13 @@ def build_row_schema(model_name: str, features: list[dict[str, Any]], bounds: di
             metadata={"kind": feature["kind"]})
     schema_class = Schema.from_dict(declared, name=f"{_identifier(model_name)}Row")
     return schema_class(unknown=RAISE if unknown == "raise" else EXCLUDE)
+
+
+def messages_of(error: ValidationError) -> dict[str, Any]:
+    """The error's messages, after dropping the locals of the frames it was raised from: marshmallow raises it
+    from a local of its own frame, a cycle that would keep every row (a 32 MiB body's) until the next full GC."""
+    traceback.clear_frames(error.__traceback__)
+    return error.messages
 
 
 def validate_rows(schema: Schema, rows: list[Any]) -> list[dict[str, Any]]:
@@ -147,7 +195,7 @@ def json_schema(schema: Schema) -> dict[str, Any]:
             elif isinstance(validator, validate.OneOf):
                 prop["enum"] = list(validator.choices) + [None]
             elif isinstance(validator, validate.Length) and validator.max is not None:
-                prop["maxLength"] = validator.max
+                prop["maxLength"] = min(validator.max, prop.get("maxLength", validator.max))
         properties[name] = prop
     return {
         "type": "object",
@@ -185,7 +233,7 @@ class KeyRequest(StrictSchema):
 
     owner = StrippedString(required=True, validate=validate.Length(min=1, max=200))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
-                         validate=validate.Length(min=1))
+                         validate=validate.Length(min=1, max=len(SCOPE_CHOICES)))
     expires_in = fields.String(load_default=None, validate=_duration, metadata={"example": "30d"})
 
 
@@ -194,7 +242,7 @@ class TokenRequest(StrictSchema):
 
     sub = StrippedString(required=True, validate=validate.Length(min=1, max=200))
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
-                         validate=validate.Length(min=1))
+                         validate=validate.Length(min=1, max=len(SCOPE_CHOICES)))
     ttl = fields.String(load_default="15m", validate=_duration)
 
 

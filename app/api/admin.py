@@ -1,6 +1,7 @@
 """Administration under /admin, all with the admin scope: API keys, tokens, the audit log, model versions."""
 from __future__ import annotations
 
+import re
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -15,6 +16,7 @@ from app.schemas import KeyRequest, PromoteRequest, TokenRequest
 from app.state.redis import RedisUnavailable
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_LIMIT = re.compile(r"[0-9]{1,4}")
 
 
 def repository():
@@ -81,12 +83,11 @@ def issue_token():
 @bp.get("/audit")
 @require_scope("admin")
 def audit_log():
-    """The newest admin actions first (?limit=, at most 1000)."""
-    try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-    except ValueError:
-        raise ApiError(422, "limit must be an integer", {"limit": ["Not a valid integer."]}) from None
-    return jsonify({"entries": keystore().audit_log(limit)})
+    """The newest admin actions first (?limit=, 1 to 1000, default 100)."""
+    text = request.args.get("limit", "100").strip()
+    if not AUDIT_LIMIT.fullmatch(text) or not 1 <= int(text) <= 1000:  # refused, never silently clamped
+        raise ApiError(422, "limit must be an integer from 1 to 1000", {"limit": ["Not an integer from 1 to 1000."]})
+    return jsonify({"entries": keystore().audit_log(int(text))})
 
 
 @bp.get("/models/<name>/versions")

@@ -12,7 +12,7 @@ from app.api import read_json, served_models
 from app.auth import require_scope
 from app.errors import ApiError
 from app.monitoring.quality import BadOutcome, parse_actual
-from app.schemas import FeedbackBatch, FeedbackItem
+from app.schemas import FeedbackBatch, FeedbackItem, messages_of
 
 bp = Blueprint("monitoring", __name__)
 log = logging.getLogger("agserve.monitoring")
@@ -62,13 +62,14 @@ def feedback():
 def _feedback_items(document: Any) -> list[dict[str, Any]]:
     """Validated items, each with its request_id and row (None: every row of that request)."""
     batch = isinstance(document, dict) and "feedback" in document
+    limit = current_app.config["MAX_ROWS"]
+    if batch and isinstance(document["feedback"], list) and len(document["feedback"]) > limit:  # before any item
+        count = len(document["feedback"])
+        raise ApiError(413, f"too many feedback items: {count} (at most {limit})", {"max_rows": limit})
     try:
         items = FeedbackBatch().load(document)["feedback"] if batch else [FeedbackItem().load(document)]
     except ValidationError as exc:
-        raise ApiError(422, "feedback does not match the schema", exc.messages) from None
-    limit = current_app.config["MAX_ROWS"]
-    if len(items) > limit:
-        raise ApiError(413, f"too many feedback items: {len(items)} (at most {limit})", {"max_rows": limit})
+        raise ApiError(422, "feedback does not match the schema", messages_of(exc)) from None
     for item in items:
         if "prediction_id" in item:
             request_id, _, row = item["prediction_id"].rpartition(":")

@@ -9,7 +9,6 @@ the protocol's statuses (400 for anything wrong with the request).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from importlib.metadata import PackageNotFoundError, version as package_version
@@ -18,13 +17,14 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from app.api import served_models
-from app.api.prediction import predict_and_record
+from app.api import parse_json, request_body, served_models
+from app.api.prediction import check_column_count, predict_and_record
 from app.auth import public, require_scope
 from app.errors import ApiError
 from app.inference.errors import ModelError, ModelNotFound
 from app.inference.served import CLASSIFICATION, ServedModel
 from app.inference.tables import Table
+from app.values import NAME_MAX
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 DATATYPES = {"numeric": "FP64", "integer": "INT64", "boolean": "BOOL", "category": "BYTES", "text": "BYTES",
@@ -145,13 +145,8 @@ def _read_request() -> dict[str, Any]:
     """The inference request; JSON with or without a content type (Triton's client sends none), NaN allowed."""
     if request.mimetype not in ("", "application/json"):
         raise ApiError(400, "Content-Type must be application/json (binary tensor data is not supported)")
-    body = request.get_data(cache=False)
-    if len(body) > current_app.config["MAX_BODY_BYTES"]:
-        raise ApiError(400, "request body too large", {"max_bytes": current_app.config["MAX_BODY_BYTES"]})
-    try:
-        document = json.loads(body, parse_constant=_constant)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "request body is not valid UTF-8 JSON", {"reason": type(exc).__name__}) from None
+    body = request_body()
+    document = parse_json(body, constants=("NaN",))  # NaN: a missing number, as numpy-based clients send it
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise ApiError(400, 'an inference request is a JSON object with a non-empty "inputs" list')
     if "id" in document and not isinstance(document["id"], str):
@@ -161,19 +156,14 @@ def _read_request() -> dict[str, Any]:
     return document
 
 
-def _constant(name: str) -> float:
-    if name == "NaN":
-        return math.nan  # a missing number, as numpy-based clients send it
-    raise ValueError(f"{name} is not a number")
-
-
 def _table(model: ServedModel, inputs: list[Any], max_rows: int) -> Table:
     kinds = {f["name"]: f["kind"] for f in model.features}
+    check_column_count(len(inputs), model.max_columns)
     columns: dict[str, list[Any]] = {}
     rows = None
     for tensor in inputs:
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise ApiError(400, "each input needs a name, shape, datatype and data")
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) or len(tensor["name"]) > NAME_MAX:
+            raise ApiError(400, f"each input needs a name (at most {NAME_MAX} characters), shape, datatype and data")
         name = tensor["name"]
         if name not in kinds:
             if current_app.config["UNKNOWN_FIELDS"] == "exclude":
@@ -203,7 +193,7 @@ def _table(model: ServedModel, inputs: list[Any], max_rows: int) -> Table:
 def _tensor_values(tensor: dict[str, Any], expected: str) -> list[Any]:
     name, shape, datatype, data = tensor["name"], tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
     if datatype not in ACCEPTED[expected]:
-        raise ApiError(400, f"input {name!r} must be {expected}, not {datatype}")
+        raise ApiError(400, f"input {name!r} must be {expected}, not {str(datatype)[:40]}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape) or len(shape) not in (1, 2) or \
             (len(shape) == 2 and shape[1] != 1):
@@ -244,7 +234,7 @@ def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     names = [o["name"] for o in requested]
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ApiError(400, f"unknown outputs: {', '.join(unknown)}", {"outputs": available})
+        raise ApiError(400, f"unknown outputs: {', '.join(unknown[:10])[:1000]}", {"outputs": available})
     return names
 
 

@@ -12,6 +12,7 @@ from app.inference.manifest import file_checksums, installed_versions, saved_ver
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
 from app.schemas import build_row_schema, check_bounds
+from app.values import NAME_MAX
 
 log = logging.getLogger("agserve.models")
 
@@ -45,7 +46,9 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
         except ValueError as exc:
             raise ModelLoadError(f"model {version.name} version {version.version}: {exc}") from None
     schema = build_row_schema(version.name, manifest["features"], bounds,
-                              unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
+                              unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"],
+                              max_lengths={"category": settings["MAX_CATEGORY_LENGTH"],
+                                           "text": settings["MAX_TEXT_LENGTH"]})
 
     from autogluon.tabular import TabularPredictor  # heavy: imported in the worker, after the fork
 
@@ -63,6 +66,9 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     if settings["BATCHING"]:
         model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)
     model.cache_max_rows = settings["CACHE_MAX_REQUEST_ROWS"]
+    model.max_columns = max(settings["MAX_COLUMNS"], len(model.features))
+    # 4 UTF-8 bytes a character, 2 quotes: no acceptable cell (value or column name) is longer
+    model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted)}
     return model, facts

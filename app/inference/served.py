@@ -14,7 +14,7 @@ from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
                                   frame_from_columns, merge_columns, table_from_records, take_rows)
-from app.schemas import validate_rows
+from app.schemas import messages_of, validate_rows
 from app.state.cache import row_keys
 
 CLASSIFICATION = ("binary", "multiclass")
@@ -75,7 +75,9 @@ class ServedModel:
         self.feature_names = [f["name"] for f in self.features]
         self._kinds = {f["name"]: f["kind"] for f in self.features}
         self._columns = ColumnValidator(schema)
-        self._unknown, self._missing = unknown, missing
+        self.unknown_fields, self.missing_features = unknown, missing
+        self.max_columns = max(1024, len(self.features))  # the loader applies AGSERVE_MAX_COLUMNS
+        self.max_cell_bytes = 4 * 65_536 + 2  # and the longest UTF-8 CSV cell its string lengths allow
         self.batcher: Batcher | None = None
         self.background: dict[str, Any] | None = None  # validated columns of the stored background sample
         self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
@@ -100,20 +102,21 @@ class ServedModel:
         try:
             return validate_rows(self.schema, rows)
         except ValidationError as exc:
-            invalid = sorted(exc.messages)
-            reported = {str(i): exc.messages[i] for i in invalid[:REPORTED_ROWS]}
-            raise InvalidInput("input rows do not match the model's schema",
-                               {"rows": reported, "invalid_rows": len(invalid),
-                                "reported_rows": len(reported)}) from None
+            messages = messages_of(exc)
+        invalid = sorted(messages)
+        reported = {str(i): messages[i] for i in invalid[:REPORTED_ROWS]}
+        raise InvalidInput("input rows do not match the model's schema",
+                           {"rows": reported, "invalid_rows": len(invalid), "reported_rows": len(reported)})
 
     def validate_table(self, table: Table) -> dict[str, Any]:
         """Typed columns: the fast column-wise path, or marshmallow when it cannot vouch for a value."""
         if table.records is None:
-            check_columns(table, self.feature_names, self._unknown, self._missing)
+            check_columns(table, self.feature_names, self.unknown_fields, self.missing_features)
         try:
             return self._columns.convert(table)
         except SlowPath:
-            return columns_from_rows(self.validate(table.rows()), self.feature_names)
+            pass  # marshmallow decides outside the handler, so its refusal does not keep the fast path's columns
+        return columns_from_rows(self.validate(table.rows()), self.feature_names)
 
     def predict_table(self, table: Table, cache=None) -> Prediction:
         """Validate, answer cached rows from the cache, and predict the rest in one model call (shared with

@@ -18,6 +18,7 @@ from marshmallow import Schema, fields, validate
 
 from app.inference.errors import InvalidInput
 from app.schemas import DATETIME_MAX, DATETIME_MIN, FiniteFloat, IsoDateTime, StrippedString, WholeNumber
+from app.values import NAME_MAX, NUMBER_TEXT_MAX
 
 
 class SlowPath(Exception):
@@ -36,8 +37,9 @@ class Table:
         if self.records is not None:
             return self.records
         names = list(self.columns)
-        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.columns.values()]
-        columns = [[None if isinstance(v, float) and math.isnan(v) else v for v in c] for c in columns]
+        # NaN is a missing value only in columns pandas parsed (an empty CSV cell); a JSON NaN stays, to be refused
+        columns = [[None if math.isnan(v) else v for v in c.tolist()] if isinstance(c, np.ndarray) else c
+                   for c in self.columns.values()]
         return [dict(zip(names, values)) for values in zip(*columns)] if names else [{}] * self.n
 
 
@@ -46,6 +48,11 @@ def table_from_records(rows: list[Any], features: list[str]) -> Table:
     expected = set(features)
     regular = all(type(row) is dict and row.keys() == expected for row in rows)
     if not regular:
+        long = {str(i): {"_schema": [f"Keys are at most {NAME_MAX} characters."]} for i, row in enumerate(rows)
+                if type(row) is dict and any(len(key) > NAME_MAX for key in row)}
+        if long:  # refused here, so that marshmallow never echoes a megabyte key back
+            raise InvalidInput(f"rows have keys longer than {NAME_MAX} characters (no feature's name is)",
+                               {"rows": dict(list(long.items())[:100]), "invalid_rows": len(long)})
         return Table({}, len(rows), rows)
     return Table({name: [row[name] for row in rows] for name in features}, len(rows), rows)
 
@@ -75,24 +82,37 @@ def table_from_csv(frame: pd.DataFrame) -> Table:
     return Table(columns, len(frame))
 
 
+def check_names(names: list[str], features: list[str], unknown: str, missing: str) -> None:
+    """InvalidInput when columns repeat, or break the unknown/missing rules (at most 100 names are listed)."""
+    long = sum(1 for name in names if len(name) > NAME_MAX)
+    if long:
+        raise InvalidInput(f"{long} column names are longer than {NAME_MAX} characters (no feature's name is)",
+                           {"columns": {"_schema": [f"Names are at most {NAME_MAX} characters."]}})
+    errors: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            errors[name] = ["Given twice."]
+        seen.add(name)
+    if unknown == "raise":
+        errors.update({extra: ["Unknown field."] for extra in sorted(seen - set(features))})
+    if missing == "raise":
+        errors.update({absent: ["Missing data for required field."] for absent in features if absent not in seen})
+    if errors:
+        listed = dict(list(errors.items())[:100])
+        raise InvalidInput("the columns do not match the model's features", {"columns": listed,
+                                                                              "invalid_columns": len(errors)})
+
+
 def check_columns(table: Table, features: list[str], unknown: str, missing: str) -> Table:
     """Apply the unknown/missing rules to a columnar table (records are checked by the row schema)."""
     if table.records is not None and not table.columns:
         return table
-    names = set(table.columns)
-    errors = {}
-    for extra in sorted(names - set(features)):
-        if unknown == "raise":
-            errors[extra] = ["Unknown field."]
-        else:
-            table.columns.pop(extra)
-    for absent in [f for f in features if f not in names]:
-        if missing == "raise":
-            errors[absent] = ["Missing data for required field."]
-        else:
-            table.columns[absent] = [None] * table.n
-    if errors:
-        raise InvalidInput("the columns do not match the model's features", {"columns": errors})
+    check_names(list(table.columns), features, unknown, missing)
+    for extra in set(table.columns) - set(features):
+        table.columns.pop(extra)
+    for absent in [f for f in features if f not in table.columns]:
+        table.columns[absent] = [None] * table.n
     return table
 
 
@@ -141,11 +161,14 @@ def _numbers(values: list[Any], integral: bool) -> np.ndarray:
             raise SlowPath() from None
         missing = np.array([v is None for v in values], dtype=bool)
     elif kinds <= {str, type(None)}:
-        series = pd.Series(values, dtype="object")
-        missing = series.isna().to_numpy()
-        array = pd.to_numeric(series.str.strip(), errors="coerce").to_numpy(dtype="float64")
-        if (np.isnan(array) & ~missing).any():
+        # float() as marshmallow reads text; pandas' to_numeric is a ulp off on some 17-digit values
+        if any(v is not None and len(v) > NUMBER_TEXT_MAX for v in values):
             raise SlowPath()
+        try:
+            array = np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+        except ValueError:
+            raise SlowPath() from None
+        missing = np.array([v is None for v in values], dtype=bool)
     else:
         raise SlowPath()
     present = array[~missing]
@@ -219,8 +242,7 @@ def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.Dat
         if kind == "numeric":
             data[name] = np.asarray(values, dtype="float64") if not isinstance(values, np.ndarray) else values
         elif kind == "integer":
-            array = np.asarray(values, dtype="float64") if not isinstance(values, np.ndarray) else values
-            data[name] = array if np.isnan(array).any() else array.astype("int64")
+            data[name] = _integer_column(values)
         elif kind == "datetime":
             data[name] = _datetime_column(values)
         elif kind == "boolean" and None not in values:
@@ -228,6 +250,16 @@ def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.Dat
         else:
             data[name] = pd.array(values, dtype="object")
     return pd.DataFrame(data)
+
+
+def _integer_column(values):
+    """int64 when nothing is missing (exact, past 2**53 too); float64 with NaN otherwise, as pandas builds it.
+    The fast path's float64 columns hold only integers below 2**53; larger ones come as Python ints."""
+    if isinstance(values, np.ndarray):
+        return values if np.isnan(values).any() else values.astype("int64")
+    if any(v is None for v in values):
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    return np.array(values, dtype="int64")
 
 
 def _datetime_column(values: list[Any]):
@@ -251,8 +283,11 @@ def merge_columns(parts: list[dict[str, Any]], kinds: dict[str, str]) -> dict[st
     """One set of columns from several requests' columns, in order."""
     merged = {}
     for name, kind in kinds.items():
-        if kind in ("numeric", "integer"):
+        if kind == "numeric" or (kind == "integer" and all(isinstance(part[name], np.ndarray) for part in parts)):
             merged[name] = np.concatenate([np.asarray(part[name], dtype="float64") for part in parts])
+        elif kind == "integer":  # a Python int past 2**53 must stay exact: merge as values, missing as None
+            merged[name] = [None if isinstance(v, float) and math.isnan(v) else v for part in parts
+                            for v in (part[name].tolist() if isinstance(part[name], np.ndarray) else part[name])]
         else:
             merged[name] = [value for part in parts for value in part[name]]
     return merged

@@ -19,6 +19,8 @@ class BadOutcome(ValueError):
 
 def parse_actual(manifest: dict[str, Any], value: Any) -> Any:
     """The actual outcome as the version's label type: one of its classes, or a finite number."""
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, and numbers no float64 holds
+        raise BadOutcome("must be a finite number")
     if manifest["problem_type"] in CLASSIFICATION:
         classes = manifest["class_labels"] or []
         for label in classes:
