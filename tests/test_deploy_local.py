@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from app.auth.keys import KeyStore
+from app.db import sqlite_file
 from tests.data import FEATURES, mixed_frame, to_records
 from tests.servers import ROOT, free_port, server_env
 
@@ -22,7 +23,7 @@ def make(target: str, env: dict) -> subprocess.CompletedProcess:
 def test_deploy_update_status_undeploy_without_a_failed_request(repository_path, tmp_path):
     port = free_port()
     auth_db = tmp_path / "auth.sqlite3"
-    key, _ = KeyStore(auth_db).create("deploy-test", ["predict"])
+    key, _ = KeyStore(sqlite_file(auth_db)).create("deploy-test", ["predict"])
     env = server_env(AGSERVE_ENV="production", AGSERVE_MODEL_REPOSITORY=str(repository_path),
                      AGSERVE_MODELS="binary", AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_AUTH_DB=str(auth_db),
                      AGSERVE_MONITOR_DB=str(tmp_path / "monitor.sqlite3"), AGSERVE_PREDICTION_LOG_DIR="",
