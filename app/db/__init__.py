@@ -8,7 +8,6 @@ migrates both from the same scripts. Core, not the ORM: the queries are few and 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -110,8 +109,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def migrate(database: Database, revision: str = "head") -> None:
-    """Bring the schema to revision, once: replicas starting together wait for whichever migrates first
-    (a PostgreSQL advisory lock; a file lock beside the SQLite file) and then find nothing left to do."""
+    """Bring the schema to revision, once: processes starting together wait for whichever migrates first
+    (a PostgreSQL advisory lock; SQLite's write lock) and then find nothing left to do."""
     from alembic import command
     from alembic.config import Config
 
@@ -134,15 +133,9 @@ def _migration_lock(database: Database) -> Iterator[sa.Connection]:
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
             yield connection
         return
-    path = sa.make_url(database.url).database
-    lock_path = Path(f"{path}.migrate.lock") if path else None
-    if lock_path:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") if lock_path else contextlib.nullcontext() as handle:
-        if handle is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        with database.transaction() as connection:
-            yield connection
+    # SQLite: the transaction begins IMMEDIATE, so it holds the file's write lock from its first statement on.
+    with database.transaction() as connection:
+        yield connection
 
 
 def open_database(settings: Mapping[str, Any]) -> Database:
