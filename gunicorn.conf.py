@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 
-from app.config import ConfigError, load_settings, math_threads
+from app.config import ConfigError, load_settings, math_threads, worker_count
 from app.threads import export_thread_limits
 
 try:
@@ -44,7 +44,7 @@ backlog = 2048
 
 # --- Workers ---------------------------------------------------------------------------------
 # Processes give CPU parallelism (one model copy each); threads let one worker hold several requests.
-workers = _settings["WORKERS"]
+workers = worker_count(_settings)  # follows the container's CPU quota unless WEB_CONCURRENCY says otherwise
 worker_class = "gthread"
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).

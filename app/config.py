@@ -158,6 +158,7 @@ def _rate_limit(value: Any) -> "Limit | None":
 
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_WORKERS = 2  # each worker holds a copy of every model: more is a memory decision, made explicitly
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_MAX_ROWS", 512, _positive_int, "Most rows in one batched model call (a larger request runs alone)."),
     Setting("BATCH_MAX_WAIT_MS", 2.0, _milliseconds, "Longest a batch waits for requests that are still being validated; a lone request never waits."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
-    Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
+    Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means usable cores (the affinity mask, lowered to the cgroup CPU quota) ÷ workers (at least 1)."),
     Setting("RELOAD_INTERVAL", 2.0, _seconds, "Seconds between each worker's checks for a newly promoted or rolled-back version (0: never; restart to change versions)."),
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
     # The database: what must survive (API keys, revocations, the audit log, model activation)
@@ -240,7 +241,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
-    Setting("WORKERS", 2, _positive_int, "Gunicorn worker processes (each loads every served model).", env="WEB_CONCURRENCY"),
+    Setting("WORKERS", 0, _non_negative_int, "Gunicorn worker processes (each loads every served model); 0: one per usable core, at most 2 (the cgroup CPU quota counts).", env="WEB_CONCURRENCY"),
     Setting("THREADS", 32, _positive_int, "Request threads per worker (gthread); with batching they mostly wait, so more threads mean larger batches."),
     Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
     Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
@@ -284,13 +285,22 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on (affinity-aware)."""
+    """Cores this process may use: the affinity mask, lowered to the cgroup CPU quota (a container's limit)."""
+    from app.threads import cgroup_cpu_limit
+
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    return max(1, min(cores, int(quota))) if quota is not None else cores
+
+
+def worker_count(settings: Mapping[str, Any]) -> int:
+    """Gunicorn workers: WEB_CONCURRENCY, or one per usable core up to DEFAULT_WORKERS (each holds every model)."""
+    return settings["WORKERS"] or min(DEFAULT_WORKERS, cpu_count())
 
 
 def math_threads(settings: Mapping[str, Any]) -> int:
     """Threads each worker's math libraries get, so that workers × threads ≤ cores."""
-    return settings["MATH_THREADS"] or max(1, cpu_count() // settings["WORKERS"])
+    return settings["MATH_THREADS"] or max(1, cpu_count() // worker_count(settings))
