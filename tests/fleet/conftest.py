@@ -124,7 +124,7 @@ class Fleet:
 def fleet(tmp_path_factory, read_only_models):
     """Three replicas started at the same instant against an empty PostgreSQL database."""
     from app.auth.keys import KeyStore
-    from app.db import Database
+    from app.db import Database, database_url
 
     root = tmp_path_factory.mktemp("fleet")
     with postgres_server() as postgres, redis_server() as redis:
@@ -146,7 +146,7 @@ def fleet(tmp_path_factory, read_only_models):
                 replica.start()
             for replica in fleet.all:
                 replica.wait_ready()
-            database = Database(url.replace("postgresql://", "postgresql+psycopg://"))
+            database = Database(database_url({"DATABASE_URL": url}))
             key, _ = KeyStore(database).create("fleet-tests", ["predict", "model_info", "admin", "metrics"])
             database.dispose()
             for replica in fleet.all:
