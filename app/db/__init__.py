@@ -20,6 +20,7 @@ from sqlalchemy import event, exc
 
 log = logging.getLogger("agserve.db")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SCHEMA_REVISION = "0002"  # the newest migration; a worker finding it in place starts without importing Alembic
 MIGRATION_LOCK = 0x61677365  # PostgreSQL advisory lock id held while one replica migrates ("agse")
 MIGRATION_TIMEOUT_MS = 120_000  # a replica waiting for another one's migration waits this long, not the statement timeout
 
@@ -68,7 +69,9 @@ class Database:
             path = sa.make_url(self.url).database
             if path:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, connect_args={"timeout": self.timeout}, pool_pre_ping=False)
+            # Connections to a file are cheap: enough for every request thread, and never a long wait for one.
+            engine = sa.create_engine(self.url, connect_args={"timeout": self.timeout}, pool_size=8, max_overflow=40,
+                                      pool_timeout=self.timeout)
 
             @event.listens_for(engine, "connect")
             def _sqlite_connect(connection, _record):
@@ -111,6 +114,8 @@ def _one_line(error: BaseException) -> str:
 def migrate(database: Database, revision: str = "head") -> None:
     """Bring the schema to revision, once: processes starting together wait for whichever migrates first
     (a PostgreSQL advisory lock; SQLite's write lock) and then find nothing left to do."""
+    if revision in ("head", SCHEMA_REVISION) and current_revision(database) == SCHEMA_REVISION:
+        return  # the usual case: nothing to do, and no migration lock to wait for
     from alembic import command
     from alembic.config import Config
 
@@ -121,6 +126,14 @@ def migrate(database: Database, revision: str = "head") -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
     log.debug("schema checked", extra={"revision": revision, "seconds": round(time.monotonic() - started, 3)})
+
+
+def current_revision(database: Database) -> str | None:
+    """The schema's Alembic revision; None for an empty database (or one from before migrations)."""
+    with database.transaction() as connection:
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 @contextlib.contextmanager

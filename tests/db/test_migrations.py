@@ -12,7 +12,7 @@ import time
 import pytest
 
 from app.auth.keys import KeyStore
-from app.db import Database, database_url, migrate, open_database, sqlite_file
+from app.db import SCHEMA_REVISION, Database, database_url, migrate, open_database, sqlite_file
 from tests.pgserver import postgres_server
 from tests.servers import ROOT
 
@@ -45,6 +45,17 @@ def migrate_together(settings: dict, processes: int = 6) -> list[subprocess.Comp
     started = [subprocess.Popen([sys.executable, "-c", code, json.dumps(settings)], cwd=ROOT, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(processes)]
     return [subprocess.CompletedProcess(p.args, p.wait(120), *p.communicate()) for p in started]
+
+
+def test_the_code_expects_the_newest_migration():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from app.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION == HEAD
 
 
 def test_processes_starting_together_on_an_empty_postgresql_database_all_succeed(postgres):
