@@ -6,6 +6,7 @@ rate limits, so losing, flushing or tampering with it never grants anything.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -173,6 +174,28 @@ def test_promote_and_rollback_through_one_replica_reach_all_three_under_load(fle
         assert after_promote == {"2"} and after_rollback == {"1"}, name
     events = a.session().get(f"{a.base}/admin/models/binary/versions").json()["events"]
     assert [(e["action"], e["version"]) for e in events[:2]] == [("rollback", "1"), ("promote", "2")]
+
+
+def test_a_version_that_fails_to_load_is_visible_fleet_wide(fleet, read_only_models, row):
+    """A corrupt version force-promoted through A: every worker of every replica keeps serving 1 and says why."""
+    a, b, c = fleet.all
+    source = read_only_models.parent / "source"  # the writable side of the read-only mount
+    shutil.copytree(source / "binary" / "1", source / "binary" / "3")
+    with open(source / "binary" / "3" / "predictor" / "learner.pkl", "ab") as handle:
+        handle.write(b"corrupt")
+    forced = a.session().post(f"{a.base}/admin/models/binary/promote", json={"version": "3", "force": True})
+    assert forced.status_code == 200
+
+    def reported():  # asked through C: what every worker of every replica wrote to the database
+        return c.session().get(f"{c.base}/admin/models/binary/versions", timeout=10).json()["replicas"]
+    assert eventually(lambda: len(reported()) == 6 and all(r["failed_version"] == "3" for r in reported()), 15,
+                      step=0.3), reported()
+    replicas = reported()
+    assert {r["replica"] for r in replicas} == {"a", "b", "c"}
+    assert all(r["version"] == "1" and r["status"] == "ready" for r in replicas)
+    assert all("integrity check (changed: learner.pkl)" in r["error"] for r in replicas)
+    assert statuses(fleet, fleet.all[0].key, row) == {"a": [200, 200], "b": [200, 200], "c": [200, 200]}
+    assert b.session().post(f"{b.base}/admin/models/binary/rollback").json()["active"] == "1"
 
 
 def test_postgres_killed_under_load(fleet, row, tmp_path):
