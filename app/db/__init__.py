@@ -125,7 +125,7 @@ def migrate(database: Database, revision: str = "head") -> None:
     with _migration_lock(database) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
-    log.debug("schema checked", extra={"revision": revision, "seconds": round(time.monotonic() - started, 3)})
+    log.info("schema migrated", extra={"revision": revision, "seconds": round(time.monotonic() - started, 3)})
 
 
 def current_revision(database: Database) -> str | None:
