@@ -27,13 +27,14 @@ $(STAMP):
 
 install: $(STAMP)
 
-# Debian packages the tests use for real: promtool (metrics check).
-system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium, nginx
+# Debian packages the tests use for real; PostgreSQL's binaries live in /usr/lib/postgresql/<major>/bin.
+system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium, nginx, postgresql
 	@command -v promtool >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null \
-	  && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || { \
-	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server, chromium, nginx"; \
+	  && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
+	  && { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server, chromium, nginx, postgresql"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus redis-server chromium \
-	  nginx >/dev/null; }
+	  nginx postgresql >/dev/null; }
 
 demo: install
 	$(BIN)/agserve demo --bind $(AGSERVE_BIND)

@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 
-from app.config import ConfigError, load_settings, math_threads
+from app.config import ConfigError, load_settings, math_threads, worker_count
 from app.threads import export_thread_limits
 
 try:
@@ -45,7 +45,7 @@ backlog = 2048
 
 # --- Workers ---------------------------------------------------------------------------------
 # Processes give CPU parallelism (one model copy each); threads let one worker hold several requests.
-workers = _settings["WORKERS"]
+workers = worker_count(_settings)  # follows the container's CPU quota unless WEB_CONCURRENCY says otherwise
 # gthread, but headers are gathered without a thread, so slow clients cannot hold them all (app/workers.py).
 worker_class = "app.workers.HeaderTimeoutWorker"
 from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)

@@ -4,6 +4,8 @@ create_app reads like a table of contents; wsgi.py is the only place an app is b
 """
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask
@@ -26,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     trust_proxies(app)
     configure_logging(app)
     register_error_handlers(app)
+    register_database(app)
     register_auth(app)
     register_shared_state(app)
     register_blueprints(app)
@@ -51,6 +54,12 @@ def configure_logging(app: Flask) -> None:
 def register_error_handlers(app: Flask) -> None:
     from app import errors
     errors.register_error_handlers(app)
+
+
+def register_database(app: Flask) -> None:
+    """The source of truth (SQLite file or PostgreSQL), its schema brought up to date once for the whole fleet."""
+    from app.db import open_database
+    app.extensions["agserve.db"] = open_database(app.config)
 
 
 def register_auth(app: Flask) -> None:
@@ -81,11 +90,14 @@ def register_commands(app: Flask) -> None:
 def register_models(app: Flask) -> None:
     """Open the repository and the prediction log; in a serving process, load and warm up every model now."""
     from app.config import math_threads
-    from app.inference import ModelRegistry, ModelRepository
+    from app.inference import ModelRegistry
     from app.threads import apply_thread_limits
 
-    registry = ModelRegistry(ModelRepository(app.config["MODEL_REPOSITORY"]),
-                             names=app.config["MODELS"], default=app.config["DEFAULT_MODEL"])
+    from app.inference.activations import ServingReport
+
+    registry = ModelRegistry(model_repository(app), names=app.config["MODELS"], default=app.config["DEFAULT_MODEL"],
+                             report=ServingReport(app.extensions["agserve.db"], replica_name(app.config),
+                                                  stale_after=max(10.0, 5 * app.config["RELOAD_INTERVAL"])))
     app.extensions["agserve.models"] = registry
     if app.config["PREDICTION_LOG_DIR"]:
         from app.predictionlog import PredictionLog
@@ -100,6 +112,19 @@ def register_models(app: Flask) -> None:
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))
         if app.config["RELOAD_INTERVAL"] > 0:
             registry.watch(app.config, app.config["RELOAD_INTERVAL"])
+
+
+def model_repository(app: Flask):
+    """The model folder, with activation kept in the database."""
+    from app.inference import ModelRepository
+    from app.inference.activations import DatabaseActivations
+
+    root = app.config["MODEL_REPOSITORY"]
+    return ModelRepository(root, DatabaseActivations(app.extensions["agserve.db"], Path(root)))
+
+
+def replica_name(settings: Mapping[str, Any]) -> str:
+    return settings["REPLICA_NAME"] or socket.gethostname()
 
 
 def register_monitoring(app: Flask) -> None:

@@ -23,8 +23,8 @@ def init_app(app: Flask) -> None:
 
 
 def _repository():
-    from app.inference import ModelRepository
-    return ModelRepository(current_app.config["MODEL_REPOSITORY"])
+    from app import model_repository
+    return model_repository(current_app)
 
 
 def _fail(message: str) -> None:

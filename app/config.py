@@ -175,6 +175,7 @@ def _rate_limit(value: Any) -> "Limit | None":
 
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_WORKERS = 2  # each worker holds a copy of every model: more is a memory decision, made explicitly
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPLAIN_CONCURRENCY", 2, _positive_int, "Explanation requests each worker computes at once; more are refused with 503 and Retry-After, so explanations never crowd out predictions."),
     Setting("EXPLAIN_PERMUTATIONS", 10, _even_positive_int, "Feature orderings sampled per explained row (antithetic pairs, so even); more is smoother and slower, the sum is exact either way."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
-    Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means cores ÷ workers (at least 1)."),
+    Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means usable cores (the affinity mask, lowered to the cgroup CPU quota) ÷ workers (at least 1)."),
     Setting("RELOAD_INTERVAL", 2.0, _seconds, "Seconds between each worker's checks for a newly promoted or rolled-back version (0: never; restart to change versions)."),
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
+    # The database: what must survive (API keys, revocations, the audit log, model activation)
+    Setting("DATABASE_URL", "", _text, "PostgreSQL for a fleet of replicas (`postgresql://user:password@host:5432/agserve`); empty: the embedded SQLite file `AUTH_DB` (one machine)."),
+    Setting("AUTH_DB", "var/agserve.sqlite3", _text, "The embedded SQLite database (API keys, hashed; the audit log; model activation) when `DATABASE_URL` is empty; shared by this machine's workers."),
+    Setting("DATABASE_TIMEOUT", 5.0, _number(0.1, 60, "seconds"), "Timeout of every database statement, connection and pool wait; past it the request gets 503."),
+    Setting("REPLICA_NAME", "", _text, "This replica's name in `GET /admin/models/<name>/versions`; empty: the host name (the pod's name in Kubernetes)."),
     # Authentication
-    Setting("AUTH_DB", "var/agserve.sqlite3", _text, "SQLite file holding API keys (hashed) and the audit log; shared by all workers."),
     Setting("KEY_PEPPER", "", _text, "Server secret mixed into API-key hashes (HMAC-SHA256); empty uses plain SHA-256 (refused in production, as are placeholders and low-entropy values). Changing it invalidates every key."),
+    Setting("KEY_CACHE_SECONDS", 0.5, _number(0, 1, "seconds"), "How long a worker trusts a key it verified against the database before asking again: a revocation reaches every replica within this time."),
+    Setting("KEY_GRACE_SECONDS", 300, _non_negative_int, "While the database is unreachable, keys this worker verified within this many seconds keep working; other keys get 503."),
     Setting("JWT_ALGORITHMS", ("HS256",), _algorithms, "JWT algorithms accepted (the token's own `alg` is never trusted beyond this list and its key's algorithm)."),
     Setting("JWT_SECRET", "", _text, "HS256 secret (at least 32 bytes; in production not a placeholder and not low-entropy) for tokens without a `kid`; also lets the server issue tokens."),
     Setting("JWT_JWKS_FILE", "", _text, "JSON Web Key Set of verification keys, each with `kid` and `alg` (public keys for RS/ES: the server cannot mint those)."),
@@ -232,9 +239,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_ADMIN", "", _rate_limit, "The same for `admin` routes."),
     Setting("RATE_LIMIT_METRICS", "", _rate_limit, "The same for `/metrics`."),
     # Shared state
-    Setting("REDIS_URL", "", _text, "Redis for the prediction cache, rate limits and API keys shared by every replica (`redis://host:6379/0`); empty: embedded (per-worker cache, limits and keys shared by this machine's workers)."),
+    Setting("REDIS_URL", "", _text, "Redis for the prediction cache and rate limits shared by every replica (`redis://:password@host:6379/0`, or `rediss://` for TLS); never trusted with API keys. Empty: a per-worker cache and per-machine limits."),
     Setting("REDIS_TIMEOUT", 0.1, _number(0.001, 10, "seconds"), "Timeout of every Redis call; a failed Redis is left alone for a second, then tried again."),
     Setting("CACHE", True, _boolean, "Cache predictions per row (the model, its version and activation, and the row's validated values)."),
+    Setting("CACHE_SECRET", "", _text, "Secret that signs every answer cached in Redis (HMAC-SHA256), so whoever can write to Redis cannot plant one; the same on every replica. Empty: a random secret per worker, so no worker trusts another's entries."),
     Setting("CACHE_TTL_SECONDS", 300, _positive_int, "How long a cached row's answer is kept."),
     Setting("CACHE_MAX_ROWS", 100_000, _positive_int, "Rows each worker's embedded cache holds (least recently used go first); with Redis, bound its memory with maxmemory."),
     Setting("CACHE_MAX_REQUEST_ROWS", 100, _positive_int, "Requests with more rows skip the cache (bulk scoring rarely repeats, and hashing 10,000 rows costs more than it saves)."),
@@ -263,7 +271,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
-    Setting("WORKERS", 2, _positive_int, "Gunicorn worker processes (each loads every served model).", env="WEB_CONCURRENCY"),
+    Setting("WORKERS", 0, _non_negative_int, "Gunicorn worker processes (each loads every served model); 0: one per usable core, at most 2 (the cgroup CPU quota counts).", env="WEB_CONCURRENCY"),
     Setting("THREADS", 32, _positive_int, "Request threads per worker (gthread); with batching they mostly wait, so more threads mean larger batches."),
     Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
     Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
@@ -307,13 +315,22 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on (affinity-aware)."""
+    """Cores this process may use: the affinity mask, lowered to the cgroup CPU quota (a container's limit)."""
+    from app.threads import cgroup_cpu_limit
+
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    return max(1, min(cores, int(quota))) if quota is not None else cores
+
+
+def worker_count(settings: Mapping[str, Any]) -> int:
+    """Gunicorn workers: WEB_CONCURRENCY, or one per usable core up to DEFAULT_WORKERS (each holds every model)."""
+    return settings["WORKERS"] or min(DEFAULT_WORKERS, cpu_count())
 
 
 def math_threads(settings: Mapping[str, Any]) -> int:
     """Threads each worker's math libraries get, so that workers × threads ≤ cores."""
-    return settings["MATH_THREADS"] or max(1, cpu_count() // settings["WORKERS"])
+    return settings["MATH_THREADS"] or max(1, cpu_count() // worker_count(settings))

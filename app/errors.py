@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.db import DatabaseUnavailable
 from app.inference.errors import ModelError, ModelNotReady
 
 log = logging.getLogger("agserve.errors")
@@ -32,6 +33,7 @@ def error_response(status: int, message: str, details: dict[str, Any] | None = N
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ModelError, _model_error)
+    app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
 
@@ -54,6 +56,14 @@ def visible_details(exc: ModelError) -> dict[str, Any]:
     if isinstance(exc, ModelNotReady) and "reason" in exc.details and not may_see("model_info"):
         return {key: value for key, value in exc.details.items() if key != "reason"}
     return exc.details
+
+
+def _database_unavailable(exc: DatabaseUnavailable):
+    # Loud and retryable: nothing was granted, and nothing the caller asked to change was half-done.
+    log.error("database unavailable: %s", exc, extra={"status": 503})
+    response, status = error_response(503, "the database is unavailable; retry shortly")
+    response.headers["Retry-After"] = "1"
+    return response, status
 
 
 def _http_error(exc: HTTPException):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -18,3 +19,43 @@ def apply_thread_limits(threads: int) -> list[dict]:
 
     threadpool_limits(limits=threads)
     return [{"library": i["internal_api"], "threads": i["num_threads"]} for i in threadpool_info()]
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs the container's CPU quota allows (cgroup v2 cpu.max, else v1 cfs_quota_us); None when unlimited.
+
+    A quota is what a container's CPU limit sets, while the affinity mask still shows every core of the node."""
+    limits = []
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: every level from ours up to the root may set cpu.max
+            folder = root / path.lstrip("/")
+            while True:
+                limits.append(_quota((folder / "cpu.max").read_text().split()) if (folder / "cpu.max").is_file() else None)
+                if folder == root or root not in folder.parents:
+                    break
+                folder = folder.parent
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            for mount in (root / "cpu,cpuacct", root / "cpu"):
+                folder = mount / path.lstrip("/")
+                quota, period = folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us"
+                if quota.is_file() and period.is_file():
+                    limits.append(_quota([quota.read_text().strip(), period.read_text().strip()]))
+                    break
+    found = [limit for limit in limits if limit is not None]
+    return min(found) if found else None
+
+
+def _quota(fields: list[str]) -> float | None:
+    """'max 100000' → None; '150000 100000' → 1.5; v1's '-1' quota → None."""
+    if len(fields) != 2 or fields[0] in ("max", "-1"):
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None

@@ -214,8 +214,9 @@ def main() -> None:
     repository, auth_db = WORK / "models", WORK / "auth.sqlite3"
     prepare_models(repository)
     from app.auth.keys import KeyStore
+    from app.db import sqlite_file
 
-    key, _ = KeyStore(auth_db, PEPPER).create("bench", ["predict", "explain"])
+    key, _ = KeyStore(sqlite_file(auth_db), PEPPER).create("bench", ["predict", "explain"])
     results, facts = {}, {}
     for name in ("iris", "mixed"):
         sample, big = rows_for(repository, name)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make deploy DEPLOY_TARGET=k8s: validation gate, image build and push, one apply with the new image, rollout wait,
-# smoke test through the Service, and an automatic rollback when the rollout or the smoke test fails.
+# smoke test through the Service, and an automatic rollback when the rollout or the smoke test fails. The rollback
+# restores the image and the model versions that were active before (recorded on the Deployment as agserve.io/models,
+# re-activated in the database with agserve models promote, so this must run with the fleet's AGSERVE_DATABASE_URL).
 # Needs docker, kubectl and REGISTRY. The models are read from the PersistentVolumeClaim agserve-models: the
 # repository this runs against (AGSERVE_MODEL_REPOSITORY) must be the one that volume holds, and the smoke test
 # checks that the pods serve exactly the versions the gate validated. The Secret agserve-secrets is the operator's
@@ -66,12 +68,26 @@ for name in ("AGSERVE_KEY_PEPPER", "AGSERVE_JWT_SECRET"):
     if problem:
         sys.exit(f"{name} in the Secret agserve-secrets {problem}")'
 
+# Re-activate "name=version ..." in the database where another version is active now; every pod follows.
+restore_models() {
+  local pair name version
+  for pair in $1; do
+    name=${pair%%=*}; version=${pair#*=}
+    [ "$("$BIN/agserve" models list --json | "$BIN/python" -c "import json, sys
+print(next((m['version'] for m in json.load(sys.stdin) if m['name'] == sys.argv[1] and m['active']), ''))" "$name")" \
+      = "$version" ] && continue
+    step "restoring model $name to version $version"
+    "$BIN/agserve" models promote "$name" "$version" --force || return 1
+  done
+}
+
 rollback() {  # $1: what failed
   if [ -n "$previous" ]; then
     step "$1 failed: rolling back to revision $previous"
     k rollout undo deployment/agserve --to-revision="$previous" || fail "$1, and the rollback failed too"
     k rollout status deployment/agserve --timeout="$ROLLOUT_TIMEOUT" || fail "$1, and the rollback did not become ready"
-    fail "$1 of $image (rolled back to revision $previous)"
+    restore_models "$previous_models" || fail "$1, and restoring the model versions ($previous_models) failed"
+    fail "$1 of $image (rolled back to revision $previous${previous_models:+ and models $previous_models})"
   fi
   fail "$1 of $image (first deploy: nothing to roll back to)"
 }
@@ -113,8 +129,12 @@ first (see deploy/k8s/examples/secret.yaml)"
     cp deploy/k8s/*.yaml "$rendered/"
     sed -i "s|image: agserve:latest|image: $image|" "$rendered/deployment.yaml"
     grep -q "image: $image" "$rendered/deployment.yaml" || fail "deployment.yaml has no 'image: agserve:latest' to set"
-    previous=$(k get deployment/agserve -o 'jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}' \
-      2>/dev/null || true)
+    sed -i "s|agserve.io/models: \"\"|agserve.io/models: \"${expected[*]}\"|" "$rendered/deployment.yaml"
+    grep -q "agserve.io/models: \"${expected[*]}\"" "$rendered/deployment.yaml" \
+      || fail "deployment.yaml has no 'agserve.io/models: \"\"' annotation to set"
+    running=$(k get deployment/agserve -o 'jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}|{.metadata.annotations.agserve\.io/models}' 2>/dev/null || true)
+    previous=${running%%|*}
+    previous_models=${running#"$previous"}; previous_models=${previous_models#|}
     step "applying deploy/k8s/ with $image${previous:+ (the running revision is $previous)}"
     k apply -f "$rendered/" || fail "kubectl apply"
     step "waiting for the rollout (up to $ROLLOUT_TIMEOUT)"

@@ -105,10 +105,11 @@ def test_every_scope_is_named_in_the_help_and_the_readme():
 
 def test_the_demo_goes_through_the_gate_and_says_how_to_get_a_key_when_keys_exist(tmp_path):
     from app.auth.keys import KeyStore
+    from app.db import sqlite_file
     from app.inference import ModelRepository
 
     repository = tmp_path / "models"
-    KeyStore(tmp_path / "auth.db").create("earlier", ["predict"])  # keys exist: the demo makes none
+    KeyStore(sqlite_file(tmp_path / "auth.db")).create("earlier", ["predict"])  # keys exist: the demo makes none
     result = agserve("demo", "--bind", "127.0.0.1:8123", repository=repository)
     assert result.returncode == 0, result.stderr
     assert "imported, validated and promoted iris version 1" in result.stdout

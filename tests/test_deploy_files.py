@@ -47,7 +47,8 @@ def test_every_manifest_is_valid_against_the_kubernetes_schemas():
 
 def test_the_deployment_probes_shuts_down_gracefully_and_runs_locked_down():
     documents = manifests()
-    settings = load_settings(documents[("ConfigMap", "agserve-settings")]["data"])  # the settings are valid
+    secret = manifests(K8S / "examples")[("Secret", "agserve-secrets")]["stringData"]  # the operator's keys
+    settings = load_settings({**documents[("ConfigMap", "agserve-settings")]["data"], **secret})  # valid settings
     pod = documents[("Deployment", "agserve")]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -70,11 +71,24 @@ def test_the_deployment_probes_shuts_down_gracefully_and_runs_locked_down():
     assert hpa["scaleTargetRef"]["name"] == "agserve" and hpa["minReplicas"] >= 2
     # Retention keeps every pod's prediction log (plus each worker's open file) within the shared volume.
     volume = documents[("PersistentVolumeClaim", "agserve-logs")]["spec"]["resources"]["requests"]["storage"]
-    per_pod = settings["PREDICTION_LOG_MAX_TOTAL_MB"] + settings["WORKERS"] * settings["PREDICTION_LOG_MAX_MB"]
+    per_pod = settings["PREDICTION_LOG_MAX_TOTAL_MB"] + max(settings["WORKERS"], 2) * settings["PREDICTION_LOG_MAX_MB"]
     assert hpa["maxReplicas"] * per_pod <= int(volume.removesuffix("Gi")) * 1024
-    redis = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", settings["REDIS_URL"])
-    service = documents[("Service", redis.group(1))]["spec"]
-    assert service["ports"][0]["port"] == int(redis.group(2))
+    redis = re.fullmatch(r"redis://:([^@]+)@([^:/]+):(\d+)/\d+", settings["REDIS_URL"])
+    assert redis.group(1) == secret["REDIS_PASSWORD"]  # Redis asks for the password agserve sends
+    service = documents[("Service", redis.group(2))]["spec"]
+    assert service["ports"][0]["port"] == int(redis.group(3))
+    [redis_pod] = documents[("Deployment", "agserve-redis")]["spec"]["template"]["spec"]["containers"]
+    assert redis_pod["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "agserve-secrets", "key": "REDIS_PASSWORD"}}} \
+        in redis_pod["env"]
+    # The database comes from the Secret; the trial PostgreSQL answers at that address with that password.
+    database = re.fullmatch(r"postgresql://agserve:([^@]+)@([^:/]+):(\d+)/agserve", settings["DATABASE_URL"])
+    assert database.group(1) == secret["POSTGRES_PASSWORD"]
+    assert documents[("Service", database.group(2))]["spec"]["ports"][0]["port"] == int(database.group(3))
+    assert "AGSERVE_DATABASE_URL" not in documents[("ConfigMap", "agserve-settings")]["data"]
+    assert {"name": "AGSERVE_REPLICA_NAME", "value": "$(POD_NAME)"} in container["env"]
+    # var/ is an emptyDir: nothing in it must survive the pod (keys, audit and activation are in the database).
+    assert {"name": "var", "emptyDir": {}} in pod["volumes"]
 
 
 def test_nginx_accepts_its_configuration(tmp_path):
@@ -114,15 +128,19 @@ def test_dockerfile_and_compose_say_what_ops_rely_on():
     assert {".git", ".venv", "models", "tests"} <= set(ignored)
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert set(compose) == {"api", "nginx", "redis"}
+    assert set(compose) == {"api", "nginx", "redis", "postgres"}
     for name, service in compose.items():
         assert service["healthcheck"]["test"] and service["restart"] == "unless-stopped", name
     assert "./models:/srv/agserve/models:ro" in compose["api"]["volumes"]
-    assert compose["api"]["environment"]["AGSERVE_REDIS_URL"].startswith("redis://redis:")
+    assert compose["api"]["environment"]["AGSERVE_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert "--requirepass" in compose["redis"]["command"]
+    assert compose["api"]["environment"]["AGSERVE_DATABASE_URL"].startswith("postgresql://agserve:${POSTGRES_PASSWORD")
+    assert compose["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "agserve-postgres:/var/lib/postgresql/data" in compose["postgres"]["volumes"]
     assert compose["api"]["read_only"] is True and compose["api"]["cap_drop"] == ["ALL"]
     assert compose["api"]["environment"]["AGSERVE_TRUSTED_PROXIES"] == "1"  # nginx in front
     assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in compose["nginx"]["volumes"]
-    assert "volatile-lru" in compose["redis"]["command"]  # API keys in Redis have no TTL and are never evicted
+    assert "volatile-lru" in compose["redis"]["command"]  # cache entries and rate windows expire
 
 
 def test_the_dockerfile_passes_hadolint_and_every_ignored_rule_says_why(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.inference import ModelRepository
 from tests.conftest import PROBLEMS
 from tests.data import FEATURES
 from tests.servers import BIN, ROOT, gunicorn, server_env
@@ -23,7 +24,7 @@ KUBECTL = r"""#!/usr/bin/env bash
 line="kubectl $*"; echo "${line//$'\n'/\\n}" >> "$CALLS"
 [ "$1" = --namespace ] && shift 2
 case "$1 $2" in
-  "get deployment/agserve") [ -n "$PREVIOUS_REVISION" ] && echo "$PREVIOUS_REVISION" && exit 0
+  "get deployment/agserve") [ -n "$PREVIOUS_REVISION" ] && echo "$PREVIOUS_REVISION|$PREVIOUS_MODELS" && exit 0
                             echo 'Error from server (NotFound): deployments.apps "agserve" not found' >&2; exit 1 ;;
   "get secret") [ -n "$SECRET_JSON" ] && echo "$SECRET_JSON" && exit 0
                 echo 'Error from server (NotFound): secrets "agserve-secrets" not found' >&2; exit 1 ;;
@@ -47,13 +48,14 @@ echo "docker $*" >> "$CALLS"
 
 
 @pytest.fixture(scope="module")
-def k8s_setup(repository_path, dataset, tmp_path_factory):
+def k8s_setup(repository_path, predictor_dirs, dataset, tmp_path_factory):
     """A copy of two models of the session repository (the gate writes validation.json), their holdout CSVs,
     stand-in docker/kubectl, and a real gunicorn serving only the binary model."""
     root = tmp_path_factory.mktemp("k8s")
     repository = root / "repository"
     for name in ("binary", "regression"):
         shutil.copytree(repository_path / name, repository / name)
+    ModelRepository(repository).import_predictor(predictor_dirs["binary"], "binary")  # version 2, not active
     _, test = dataset
     data = root / "data"
     data.mkdir()
@@ -77,7 +79,7 @@ def deploy(setup, tmp_path, **env) -> tuple[subprocess.CompletedProcess, list[st
                 "AGSERVE_AUTH_DB": str(tmp_path / "auth.sqlite3"), "VALIDATION_DATA_DIR": str(data),
                 "REGISTRY": "registry.test/team", "NAMESPACE": "prod", "SMOKE_URL": server.base,
                 "CALLS": str(calls), "APPLIED": str(applied), "SMOKE_PYTHON": str(BIN / "python"),
-                "PREVIOUS_REVISION": "", "ROLLOUT_FAILS": "0", "SECRET_JSON": REAL_SECRET, **env}
+                "PREVIOUS_REVISION": "", "PREVIOUS_MODELS": "", "ROLLOUT_FAILS": "0", "SECRET_JSON": REAL_SECRET, **env}
     environment = server_env(**settings)
     environment["PATH"] = f"{tools}{os.pathsep}{environment['PATH']}"
     result = subprocess.run(["make", "-s", "deploy", "DEPLOY_TARGET=k8s"], cwd=ROOT, env=environment,
@@ -97,7 +99,8 @@ def test_a_good_deploy_builds_the_tagged_image_applies_it_once_and_passes_the_sm
     assert calls == ["kubectl --namespace prod get secret agserve-secrets -o json",
                      f"docker build -t {image} .", f"docker push {image}",
                      "kubectl --namespace prod get deployment/agserve -o "
-                     "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+                     "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}|"
+                     "{.metadata.annotations.agserve\\.io/models}",
                      f"kubectl --namespace prod apply -f {calls[4].split()[-1]}",
                      "kubectl --namespace prod rollout status deployment/agserve --timeout=10m",
                      calls[6]]
@@ -108,6 +111,7 @@ def test_a_good_deploy_builds_the_tagged_image_applies_it_once_and_passes_the_sm
     assert not [p for p in applied.iterdir() if "kind: Secret" in p.read_text()]
     assert f"image: {image}" in (applied / "deployment.yaml").read_text()
     assert "agserve:latest" not in (applied / "deployment.yaml").read_text()
+    assert 'agserve.io/models: "binary=1"' in (applied / "deployment.yaml").read_text()  # restored on a rollback
     assert "smoke test: ready versions not served: none" in result.stdout and f"deploy: deployed {image}" in result.stdout
     assert "validation PASSED" in result.stdout
 
@@ -120,6 +124,26 @@ def test_a_failed_rollout_rolls_back_to_the_running_revision(k8s_setup, tmp_path
     assert not [c for c in calls if " exec " in c]  # no smoke test of a rollout that never finished
     assert "deploy: FAILED: rollout of registry.test/team/agserve:" in result.stderr
     assert "(rolled back to revision 6)" in result.stderr
+
+
+def test_a_rollback_restores_the_model_versions_active_before_not_only_the_image(k8s_setup, tmp_path):
+    """binary 2 was promoted for this deploy; the rollout fails; the revision before served binary 1."""
+    repository, _, _, _ = k8s_setup
+    env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(tmp_path / "auth.sqlite3"))
+    promoted = subprocess.run([str(BIN / "agserve"), "models", "promote", "binary", "2", "--force"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert promoted.returncode == 0, promoted.stderr
+    result, calls, applied = deploy(k8s_setup, tmp_path, PREVIOUS_REVISION="6", PREVIOUS_MODELS="binary=1",
+                                    ROLLOUT_FAILS="1")
+    assert result.returncode != 0
+    assert 'agserve.io/models: "binary=2"' in (applied / "deployment.yaml").read_text()
+    assert calls[-2] == "kubectl --namespace prod rollout undo deployment/agserve --to-revision=6"
+    assert "deploy: restoring model binary to version 1" in result.stdout
+    assert "(rolled back to revision 6 and models binary=1)" in result.stderr
+    listed = subprocess.run([str(BIN / "agserve"), "models", "list", "--json"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert [(m["version"], m["active"]) for m in json.loads(listed.stdout) if m["name"] == "binary"] == \
+        [("1", True), ("2", False)]
 
 
 def test_a_failed_smoke_test_rolls_back_and_a_first_deploy_says_there_is_nothing_to_roll_back_to(k8s_setup, tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from app.auth.keys import KeyStore
+from app.db import sqlite_file
 from tests.data import FEATURES, mixed_frame, to_records
 from tests.servers import ROOT, free_port, server_env
 
@@ -30,7 +31,7 @@ def test_deploy_update_status_undeploy_without_a_failed_request(repository_path,
     port = free_port()
     auth_db = tmp_path / "auth.sqlite3"
     pepper = secrets.token_urlsafe(32)  # production refuses to run without one
-    key, _ = KeyStore(auth_db, pepper).create("deploy-test", ["predict"])
+    key, _ = KeyStore(sqlite_file(auth_db), pepper).create("deploy-test", ["predict"])
     env = server_env(AGSERVE_ENV="production", AGSERVE_KEY_PEPPER=pepper, AGSERVE_MODEL_REPOSITORY=str(repository_path),
                      AGSERVE_MODELS="binary", AGSERVE_BIND=f"127.0.0.1:{port}", AGSERVE_AUTH_DB=str(auth_db),
                      AGSERVE_MONITOR_DB=str(tmp_path / "monitor.sqlite3"), AGSERVE_PREDICTION_LOG_DIR="",
@@ -83,7 +84,7 @@ def test_each_failing_deploy_says_why_on_its_last_line_and_leaves_no_pidfile(rep
     deploy_dir = tmp_path / "deploy"
     auth_db = tmp_path / "auth.sqlite3"
     pepper = secrets.token_urlsafe(32)  # production refuses to run without one
-    KeyStore(auth_db, pepper).create("deploy-test", ["predict"])
+    KeyStore(sqlite_file(auth_db), pepper).create("deploy-test", ["predict"])
     port = free_port()
     env = server_env(AGSERVE_ENV="production", AGSERVE_KEY_PEPPER=pepper, AGSERVE_MODEL_REPOSITORY=str(repository),
                      AGSERVE_MODELS="binary",
@@ -134,7 +135,7 @@ def test_a_master_without_workers_gets_a_reason_not_a_silent_exit(repository_pat
     deploy_dir.mkdir()
     auth_db = tmp_path / "auth.sqlite3"
     pepper = secrets.token_urlsafe(32)
-    KeyStore(auth_db, pepper).create("deploy-test", ["predict"])
+    KeyStore(sqlite_file(auth_db), pepper).create("deploy-test", ["predict"])
     # Stands in for a master between its start and its first fork: alive, childless, unmoved by SIGHUP.
     master = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
                                "signal.SIG_IGN); time.sleep(120)"])

@@ -169,9 +169,10 @@ def test_in_production_swagger_ui_shows_the_models_after_authorize(repository_pa
     import secrets
 
     from app.auth.keys import KeyStore
+    from app.db import sqlite_file
 
     pepper = secrets.token_urlsafe(32)
-    key, _ = KeyStore(tmp_path / "auth.sqlite3", pepper).create("docs", ["model_info"])
+    key, _ = KeyStore(sqlite_file(tmp_path / "auth.sqlite3"), pepper).create("docs", ["model_info"])
     with gunicorn(repository_path, workers=1, auth_db=tmp_path / "auth.sqlite3", AGSERVE_ENV="production",
                   AGSERVE_KEY_PEPPER=pepper, AGSERVE_PREDICTION_LOG_DIR="", AGSERVE_MODELS="binary") as server:
         shown, _ = run_in_page(tmp_path / "profile", f"{server.base}/docs",

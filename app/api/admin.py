@@ -93,17 +93,19 @@ def audit_log():
 @bp.get("/models/<name>/versions")
 @require_scope("admin")
 def model_versions(name: str):
-    """Every version of a model: active, history, validation state, and what this worker serves."""
+    """Every version of a model: active, history, validation state, what this worker and every replica serve."""
     body = describe_versions(repository(), name)
     slot = served_models().slots.get(name)
     body["serving"] = slot.describe() if slot else None
+    body["replicas"] = served_models().report.fleet(name)
+    body["events"] = repository().activations.events(name)
     return jsonify(body)
 
 
 @bp.post("/models/<name>/promote")
 @require_scope("admin")
 def promote_version(name: str):
-    """Make a validated version active ({"version", "force"}); workers switch within seconds."""
+    """Make a validated version active ({"version", "force"}); every replica switches within the reload interval."""
     body = load_body(PromoteRequest())
     result = promote(repository(), name, body["version"], body["force"])
     audit("model.promote", f"{name}/{body['version']}", **result)

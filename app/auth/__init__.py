@@ -129,7 +129,8 @@ def tokens() -> TokenService:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["agserve.keys"] = KeyStore(app.config["AUTH_DB"], app.config["KEY_PEPPER"])
+    app.extensions["agserve.keys"] = KeyStore(app.extensions["agserve.db"], app.config["KEY_PEPPER"],
+                                              app.config["KEY_CACHE_SECONDS"], app.config["KEY_GRACE_SECONDS"])
     app.extensions["agserve.tokens"] = TokenService.from_settings(app.config)
     app.before_request(_deny_undeclared_views)
 
@@ -164,9 +165,19 @@ def check_startup(settings: Mapping[str, Any]) -> None:
         problem = weakness(settings[name]) if settings[name] else None
         if problem:
             raise ConfigError(f"AGSERVE_{name} {problem}")
-    if not service.configured and KeyStore(settings["AUTH_DB"], settings["KEY_PEPPER"]).active_count() == 0:
+    if not service.configured and _active_keys(settings) == 0:
         raise ConfigError("production needs authentication: create an API key (agserve keys create) "
                           "or set AGSERVE_JWT_SECRET or AGSERVE_JWT_JWKS_FILE")
+
+
+def _active_keys(settings: Mapping[str, Any]) -> int:
+    from app.db import open_database
+
+    database = open_database(settings)
+    try:
+        return KeyStore(database, settings["KEY_PEPPER"]).active_count()
+    finally:
+        database.dispose()  # the gunicorn master must not hand its connections to the workers it forks
 
 
 def request_source() -> str:

@@ -1,33 +1,41 @@
-"""API keys and the audit log in SQLite: one file shared by every worker on a machine.
+"""API keys and the audit log, in the database (app.db): the only place that can grant or refuse a key.
 
 Keys look like agk_<id>_<secret>; only an HMAC-SHA256 of the whole key is stored (keyed by the server pepper,
-plain SHA-256 without one). Every check reads the database, so a revocation holds on every worker at once.
+plain SHA-256 without one). Each worker trusts a key it verified for at most KEY_CACHE_SECONDS (≤ 1 s) after the
+database last confirmed it; a background thread re-confirms every remembered key in one query twice per that time.
+So a revocation, which returns only once the database has it, reaches every worker of every replica within
+KEY_CACHE_SECONDS. Nothing else (Redis included) is ever consulted, so nothing else can widen a key's scopes or
+bring a revoked key back.
+
+While the database is unreachable: keys this worker saw confirmed within KEY_GRACE_SECONDS keep working (a key
+revoked in the last KEY_CACHE_SECONDS before the outage may too), any other key gets 503 (never 200, never a 401
+that would look final), and creating or revoking a key fails loudly with 503, so no revocation is ever lost.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
-from app.sqlite import SharedDatabase
+import sqlalchemy as sa
 
+from app.db import Database, DatabaseUnavailable
+from app.db.schema import api_keys, audit
+
+log = logging.getLogger("agserve.keys")
 KEY_PATTERN = re.compile(r"agk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 LAST_USED_EVERY = 60.0  # seconds between last-used writes for one key, so reads stay cheap
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY, hash TEXT NOT NULL, owner TEXT NOT NULL, scopes TEXT NOT NULL,
-    created_at REAL NOT NULL, expires_at REAL, last_used_at REAL, revoked_at REAL);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT, source TEXT, detail TEXT);
-"""
+VERIFIED_MAX = 10_000  # keys one worker remembers (least recently verified go first)
+RETRY_AFTER_SECONDS = 1.0  # after a failed database call, verifications use the grace period this long
 
 
 @dataclass(frozen=True)
@@ -51,12 +59,15 @@ class ApiKey:
 
 
 class KeyStore:
-    def __init__(self, path: str | os.PathLike, pepper: str = ""):
-        self.path = Path(path)
+    def __init__(self, database: Database, pepper: str = "", cache_seconds: float = 0.5, grace_seconds: float = 300):
+        self.database = database
         self._pepper = pepper.encode()
-        self._db = SharedDatabase(self.path, SCHEMA, timeout=5).connection
-        self.mirror = None  # RedisKeys when AGSERVE_REDIS_URL is set
+        self.cache_seconds, self.grace_seconds = cache_seconds, grace_seconds
+        self._verified: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()  # key hash → (record, checked at)
+        self._lock = threading.Lock()
         self._last_used: dict[str, float] = {}
+        self._down_until = 0.0
+        self._refresher_pid = 0
 
     def _hash(self, key: str) -> str:
         return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest() if self._pepper \
@@ -66,36 +77,108 @@ class KeyStore:
         """A new key: the secret is returned once and never stored."""
         key_id = secrets.token_hex(6)
         key = f"agk_{key_id}_{secrets.token_urlsafe(32)}"
-        now = time.time()
-        scopes = tuple(sorted(set(scopes)))
-        row = (key_id, self._hash(key), owner, " ".join(scopes), now, expires_at, None, None)
-        self._db().execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?,?)", row)
-        if self.mirror is not None:
-            self.mirror.publish(row)
-        return key, ApiKey(key_id, owner, scopes, now, expires_at, None, None)
+        record = ApiKey(key_id, owner, tuple(sorted(set(scopes))), time.time(), expires_at, None, None)
+        with self.database.transaction() as db:
+            db.execute(api_keys.insert().values(
+                id=key_id, hash=self._hash(key), owner=owner, scopes=" ".join(record.scopes),
+                created_at=record.created_at, expires_at=expires_at))
+        return key, record
 
     def verify(self, key: str) -> ApiKey | None:
-        """The key's record if the key is known, unrevoked and unexpired; None otherwise (no hint which)."""
+        """The key's record if the key is known, unrevoked and unexpired; None otherwise (no hint which).
+        DatabaseUnavailable when the database cannot say and this worker has not verified the key recently."""
         match = KEY_PATTERN.fullmatch(key)
-        row = self._row(match.group(1)) if match else None
-        stored = row[1] if row else "0" * 64
+        digest = self._hash(key)
+        now, clock = time.time(), time.monotonic()
+        self._start_refresher()
+        with self._lock:
+            remembered = self._verified.get(digest)
+        if remembered is not None and clock - remembered[1] < self.cache_seconds:
+            return remembered[0] if remembered[0].active(now) else None
+        try:
+            if clock < self._down_until:
+                raise DatabaseUnavailable("the database failed less than a second ago")
+            row = self._row(match.group(1)) if match else None
+        except DatabaseUnavailable:
+            self._down_until = clock + RETRY_AFTER_SECONDS
+            if remembered is not None and clock - remembered[1] < self.grace_seconds and remembered[0].active(now):
+                return remembered[0]
+            raise
         # Compare even when nothing matched, so timing does not tell unknown ids from wrong secrets.
-        if not hmac.compare_digest(self._hash(key), stored) or row is None:
+        if not hmac.compare_digest(digest, row.hash if row else "0" * 64) or row is None:
+            self._forget(digest)
             return None
         record = _record(row)
-        now = time.time()
         if not record.active(now):
+            self._forget(digest)
             return None
-        if now - self._last_used.get(record.id, 0) > LAST_USED_EVERY:
-            self._last_used[record.id] = now
-            self._db().execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, record.id))
+        with self._lock:
+            self._verified[digest] = (record, clock)
+            self._verified.move_to_end(digest)
+            while len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
+        self._touch(record.id, now)
         return record
 
-    def revoke(self, key_id: str) -> ApiKey | None:
+    def _start_refresher(self) -> None:
+        if self.cache_seconds > 0 and self._refresher_pid != os.getpid():  # once per worker, after the fork
+            self._refresher_pid = os.getpid()
+            threading.Thread(target=self._refresh_loop, name="agserve-key-refresher", daemon=True).start()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            time.sleep(self.cache_seconds / 2)
+            try:
+                self.refresh()
+            except DatabaseUnavailable:
+                pass  # the remembered keys age towards their grace limit
+            except Exception:  # keep refreshing whatever happens
+                log.exception("refreshing verified keys failed")
+
+    def refresh(self) -> None:
+        """Re-confirm every remembered key against the database; forget the revoked, expired and deleted ones."""
+        clock = time.monotonic()
+        with self._lock:
+            ids = sorted({record.id for record, _ in self._verified.values()})
+        asked, rows = set(ids), {}
+        for start in range(0, len(ids), 500):
+            with self.database.transaction() as db:
+                chunk = ids[start:start + 500]
+                rows.update({row.id: row for row in db.execute(sa.select(api_keys).where(api_keys.c.id.in_(chunk)))})
         now = time.time()
-        self._db().execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id))
-        if self.mirror is not None:  # every replica refuses it from its next request
-            self.mirror.revoke(key_id, now, self._local_row(key_id))
+        with self._lock:
+            for digest, (record, _) in list(self._verified.items()):
+                row = rows.get(record.id)
+                if record.id not in asked:
+                    continue  # remembered after this query started
+                if row is None or not _record(row).active(now):
+                    del self._verified[digest]
+                else:
+                    self._verified[digest] = (_record(row), clock)
+
+    def _forget(self, digest: str) -> None:
+        with self._lock:
+            self._verified.pop(digest, None)
+
+    def _touch(self, key_id: str, now: float) -> None:
+        """Record the last use now and then; a failure here must not fail the request."""
+        if now - self._last_used.get(key_id, 0) <= LAST_USED_EVERY:
+            return
+        self._last_used[key_id] = now
+        try:
+            with self.database.transaction() as db:
+                db.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now))
+        except DatabaseUnavailable as exc:
+            log.warning("last use of a key not recorded: %s", exc, extra={"key_id": key_id})
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        """Revoke a key; returns only once the database has the revocation (DatabaseUnavailable otherwise)."""
+        with self.database.transaction() as db:
+            db.execute(api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                       .values(revoked_at=time.time()))
+        with self._lock:  # this worker refuses it at once; the others within cache_seconds
+            for digest in [d for d, (record, _) in self._verified.items() if record.id == key_id]:
+                del self._verified[digest]
         return self.get(key_id)
 
     def get(self, key_id: str) -> ApiKey | None:
@@ -103,24 +186,13 @@ class KeyStore:
         return _record(row) if row else None
 
     def _row(self, key_id: str):
-        """The key's row: the shared copy in Redis when there is one, else this machine's (also while Redis is
-        unavailable, so a Redis outage never locks every client out)."""
-        if self.mirror is not None:
-            row = self.mirror.row(key_id)
-            if row is not None:
-                return row
-        return self._local_row(key_id)
-
-    def _local_row(self, key_id: str):
-        return self._db().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-
-    def share(self, mirror) -> None:
-        """Keep keys in Redis too (app.state.keys.RedisKeys), publishing the ones only this machine knows."""
-        self.mirror = mirror
-        mirror.publish_all(self._db().execute("SELECT * FROM api_keys").fetchall())
+        with self.database.transaction() as db:
+            return db.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
 
     def list(self) -> list[ApiKey]:
-        return [_record(row) for row in self._db().execute("SELECT * FROM api_keys ORDER BY created_at")]
+        with self.database.transaction() as db:
+            rows = db.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [_record(row) for row in rows]
 
     def active_count(self) -> int:
         now = time.time()
@@ -128,19 +200,20 @@ class KeyStore:
 
     def audit(self, actor: str, action: str, target: str | None = None, source: str | None = None,
               detail: dict[str, Any] | None = None) -> None:
-        self._db().execute("INSERT INTO audit (at, actor, action, target, source, detail) VALUES (?,?,?,?,?,?)",
-                           (time.time(), actor, action, target, source, json.dumps(detail or {}, sort_keys=True)))
+        with self.database.transaction() as db:
+            db.execute(audit.insert().values(at=time.time(), actor=actor, action=action, target=target, source=source,
+                                             detail=json.dumps(detail or {}, sort_keys=True)))
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._db().execute("SELECT seq, at, actor, action, target, source, detail FROM audit "
-                                  "ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-        return [{"seq": seq, "at": _iso(at), "actor": actor, "action": action, "target": target, "source": source,
-                 "detail": json.loads(detail)} for seq, at, actor, action, target, source, detail in rows]
+        with self.database.transaction() as db:
+            rows = db.execute(sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)).all()
+        return [{"seq": row.seq, "at": _iso(row.at), "actor": row.actor, "action": row.action, "target": row.target,
+                 "source": row.source, "detail": json.loads(row.detail)} for row in rows]
 
 
 def _record(row) -> ApiKey:
-    key_id, _hash, owner, scopes, created_at, expires_at, last_used_at, revoked_at = row
-    return ApiKey(key_id, owner, tuple(scopes.split()), created_at, expires_at, last_used_at, revoked_at)
+    return ApiKey(row.id, row.owner, tuple(row.scopes.split()), row.created_at, row.expires_at, row.last_used_at,
+                  row.revoked_at)
 
 
 def _iso(moment: float | None) -> str | None:

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from app.db import DatabaseUnavailable
 from app.inference import loading
 from app.inference.errors import ModelError, ModelNotFound, ModelNotReady
 from app.inference.repository import ModelRepository
@@ -45,8 +46,9 @@ def settle_memory() -> None:
 
 
 class ModelRegistry:
-    def __init__(self, repository: ModelRepository, names: tuple[str, ...] = (), default: str = ""):
+    def __init__(self, repository: ModelRepository, names: tuple[str, ...] = (), default: str = "", report=None):
         self.repository = repository
+        self.report = report  # a ServingReport: tells the fleet what this worker serves after every refresh
         self._configured_names = tuple(names)
         self._configured_default = default
         self._recorded_default = ""
@@ -85,7 +87,7 @@ class ModelRegistry:
             for slot in list(self.slots.values()):
                 try:
                     active = self.repository.active_version(slot.name)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, DatabaseUnavailable) as exc:
                     log.error("cannot read the active version: %s", exc, extra={"model": slot.name})
                     continue
                 if active is None and slot.model is None:
@@ -96,6 +98,11 @@ class ModelRegistry:
                 loaded = self._load(slot, active, settings) or loaded
             if loaded:
                 settle_memory()
+            if self.report is not None:
+                try:
+                    self.report.report(self.slots)
+                except DatabaseUnavailable as exc:
+                    log.warning("cannot report what this worker serves: %s", exc)
 
     def _load(self, slot: Slot, version: str, settings: Mapping[str, Any]) -> bool:
         try:
@@ -127,6 +134,8 @@ class ModelRegistry:
             while not stop.wait(interval):
                 try:
                     self.refresh(settings)
+                except DatabaseUnavailable as exc:  # the version serving keeps serving; try again next time
+                    log.warning("cannot check for a new version: %s", exc)
                 except Exception:  # keep watching whatever happens
                     log.exception("model refresh failed")
 

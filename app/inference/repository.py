@@ -1,13 +1,14 @@
 """The model repository on disk: models/<name>/<version>/{predictor/, manifest.json, schema.json}.
 
-models/<name>/state.json records the active version and the ones before it (for rollback); models/default.json
-records the default model (the one `POST /predict` answers with), fixed when the repository gets its first model.
+Versions are immutable once imported (a serving fleet mounts the folder read-only). Which one is active, and the
+ones before it (for rollback), is kept by the repository's activations: the database for the server and the CLI,
+models/<name>/state.json when no database is attached (see app.inference.activations).
+models/default.json records the default model (the one `POST /predict` answers with), fixed when the repository gets
+its first model.
 """
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ from typing import Any
 import pandas as pd
 
 from app.config import MODEL_NAME
+from app.inference.activations import StateFileActivations
 from app.inference.errors import ModelNotFound, RepositoryError
 from app.inference.manifest import (MANIFEST_FILE, build_manifest, installed_versions, read_manifest,
                                     saved_versions, write_manifest)
 
 PREDICTOR_DIR = "predictor"
-STATE_FILE = "state.json"
 DEFAULT_FILE = "default.json"
 BOUNDS_FILE = "schema.json"
 
@@ -50,8 +51,9 @@ class ModelVersion:
 class ModelRepository:
     """Named models, each with numbered versions and one active version."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, activations=None):
         self.root = Path(root)
+        self.activations = activations if activations is not None else StateFileActivations(self.root)
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -136,12 +138,7 @@ class ModelRepository:
     def activate(self, name: str, version: str) -> None:
         """Make version the active one, remembering the previous for rollback."""
         self.get(name, version)
-        state = self._state(name)
-        previous = state.get("active")
-        history = list(state.get("history", []))
-        if previous and previous != version:
-            history.append(previous)
-        self._write_state(name, {"active": version, "history": history, "activation": secrets.token_hex(8)})
+        self.activations.activate(name, version)
 
     def activation(self, name: str) -> str:
         """Changes with every activation (promote, rollback); caches key on it."""
@@ -155,14 +152,11 @@ class ModelRepository:
     def rollback(self, name: str) -> str | None:
         """Re-activate the version active before the current one; None when there is none."""
         self.require(name)
-        state = self._state(name)
-        history = list(state.get("history", []))
+        history = self.history(name)
         if not history:
             return None
-        restored = history.pop()
-        self.get(name, restored)
-        self._write_state(name, {"active": restored, "history": history, "activation": secrets.token_hex(8)})
-        return restored
+        self.get(name, history[-1])
+        return self.activations.rollback(name)
 
     def history(self, name: str) -> list[str]:
         return list(self._state(name).get("history", []))
@@ -173,11 +167,8 @@ class ModelRepository:
         return self.root / name
 
     def _state(self, name: str) -> dict[str, Any]:
-        path = self._model_dir(name) / STATE_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-    def _write_state(self, name: str, state: dict[str, Any]) -> None:
-        _write_json(self._model_dir(name) / STATE_FILE, state)
+        self._model_dir(name)  # the name is checked before it reaches a path or a query
+        return self.activations.state(name)
 
     def _next_version(self, name: str) -> str:
         numbers = [int(v) for v in self.versions(name) if v.isdigit()]

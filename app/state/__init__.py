@@ -1,8 +1,8 @@
-"""State shared beyond one worker: the prediction cache, rate limits and API keys.
+"""State shared beyond one worker that may be lost or recomputed: the prediction cache and rate limits.
 
-AGSERVE_REDIS_URL set: all three live in Redis, shared by every worker of every replica (keys also stay in each
-machine's SQLite, the fallback while Redis is unavailable). Unset: an LRU cache in each worker, and rate limits and
-keys in SQLite files shared by the workers of this machine.
+AGSERVE_REDIS_URL set: both live in Redis, shared by every worker of every replica (cached answers signed with
+AGSERVE_CACHE_SECRET). Unset: an LRU cache in each worker, and rate limits in a SQLite file shared by the workers
+of this machine. What must survive (API keys, activation, the audit log) is in the database (app.db), never here.
 """
 from __future__ import annotations
 
@@ -22,15 +22,13 @@ def init_app(app: "Flask") -> None:
     local_limiter = LocalLimiter(state_dir / "ratelimits.sqlite3")
     cache = None
     if config["REDIS_URL"]:
-        from app.state.keys import RedisKeys
         from app.state.redis import RedisLink
 
         link = RedisLink(config["REDIS_URL"], config["REDIS_TIMEOUT"])
         app.extensions["agserve.redis"] = link
         app.extensions["agserve.ratelimiter"] = RedisLimiter(link, local_limiter)
-        app.extensions["agserve.keys"].share(RedisKeys(link))
         if config["CACHE"]:
-            cache = RedisCache(link, config["CACHE_TTL_SECONDS"])
+            cache = RedisCache(link, config["CACHE_TTL_SECONDS"], config["CACHE_SECRET"])
     else:
         app.extensions["agserve.ratelimiter"] = local_limiter
         if config["CACHE"]:

@@ -1,16 +1,20 @@
 """The prediction cache: one entry per row, keyed by a hash of the model, its version and activation, and the
 row's validated values. A new version, or a promote/rollback (a new activation), never meets old answers.
 
-With Redis (AGSERVE_REDIS_URL) the cache is shared by every worker and replica; without it each worker keeps an
-in-process LRU, emptied in every worker by DELETE /admin/cache through a generation file they all watch.
+With Redis (AGSERVE_REDIS_URL) the cache is shared by every worker and replica, and every entry carries an
+HMAC-SHA256 of its Redis key and value under AGSERVE_CACHE_SECRET: an entry written by anyone else is a miss, never
+an answer. Without Redis each worker keeps an in-process LRU, emptied in every worker by DELETE /admin/cache
+through a generation file they all watch.
 Entries are the model's own answers, stored and returned unchanged (JSON floats round-trip exactly).
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +28,7 @@ from app.state.redis import PREFIX, RedisLink, RedisUnavailable
 
 log = logging.getLogger("agserve.cache")
 CACHE_PREFIX = PREFIX + "cache:"
+MAC_BYTES = 32  # HMAC-SHA256, stored in front of the JSON answer
 
 
 def row_keys(namespace: str, columns: dict[str, Any], names: list[str], n: int) -> list[str]:
@@ -103,21 +108,36 @@ class RedisCache:
 
     shared = True
 
-    def __init__(self, link: RedisLink, ttl: float):
+    def __init__(self, link: RedisLink, ttl: float, secret: str = ""):
         self.link, self.ttl = link, ttl
+        # Without a configured secret only this worker can sign, so only its own entries are trusted.
+        self._secret = secret.encode() or secrets.token_bytes(32)
+
+    def _mac(self, name: str, blob: bytes) -> bytes:
+        return hmac.new(self._secret, name.encode() + b"\x00" + blob, hashlib.sha256).digest()
 
     def get_many(self, keys: list[str]) -> list[Any | None]:
+        names = [CACHE_PREFIX + k for k in keys]
         try:
-            blobs = self.link.call("cache.get", lambda r: r.mget([CACHE_PREFIX + k for k in keys]))
+            stored = self.link.call("cache.get", lambda r: r.mget(names))
         except RedisUnavailable:
             return [None] * len(keys)
-        return [None if blob is None else orjson.loads(blob) for blob in blobs]
+        found = []
+        for name, entry in zip(names, stored):
+            if entry is not None and hmac.compare_digest(entry[:MAC_BYTES], self._mac(name, entry[MAC_BYTES:])):
+                found.append(orjson.loads(entry[MAC_BYTES:]))
+            else:
+                if entry is not None:
+                    log.warning("a cache entry with a wrong signature was ignored", extra={"cache_key": name})
+                found.append(None)
+        return found
 
     def set_many(self, items: dict[str, Any]) -> None:
         def write(client):
             pipeline = client.pipeline(transaction=False)
             for key, value in items.items():
-                pipeline.set(CACHE_PREFIX + key, orjson.dumps(value), px=int(self.ttl * 1000))
+                name, blob = CACHE_PREFIX + key, orjson.dumps(value)
+                pipeline.set(name, self._mac(name, blob) + blob, px=int(self.ttl * 1000))
             pipeline.execute()
         try:
             self.link.call("cache.set", write)

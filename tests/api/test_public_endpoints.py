@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from app.db import sqlite_file
 from app.auth import ACCESS
 from app.auth.keys import KeyStore
 from app.inference import ModelRepository
@@ -27,7 +28,7 @@ def production(repository_path, tmp_path_factory):
     with open(repository / "tampered" / "1" / "predictor" / "learner.pkl", "ab") as handle:
         handle.write(b"tampered")
     ModelRepository(repository).set_default_model("binary")
-    key, _ = KeyStore(root / "auth.db", PEPPER).create("ops", ["model_info"])
+    key, _ = KeyStore(sqlite_file(root / "auth.db"), PEPPER).create("ops", ["model_info"])
     app = build_app(root / "auth.db", ENV="production", KEY_PEPPER=PEPPER, MODEL_REPOSITORY=str(repository),
                     PREDICTION_LOG_DIR="", RELOAD_INTERVAL=0)
     return app, key, repository

@@ -12,7 +12,7 @@ from app.config import ConfigError, load_settings
 from tests.auth.test_matrix import good_calls, routes
 from tests.conftest import build_app
 from tests.data import FEATURES, to_records
-from tests.servers import BIN, ROOT, free_port, gunicorn, server_env
+from tests.servers import BIN, ROOT, eventually, free_port, gunicorn, server_env
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +106,13 @@ def test_production_start_up_refuses_unsafe_settings_with_one_line(tmp_path, env
 def test_production_starts_once_a_key_exists(tmp_path):
     from app.auth import check_startup
     from app.auth.keys import KeyStore
+    from app.db import sqlite_file
 
     settings = load_settings(environ={"AGSERVE_ENV": "production", "AGSERVE_AUTH_DB": str(tmp_path / "a.db"),
                                       "AGSERVE_KEY_PEPPER": PEPPER})
     with pytest.raises(ConfigError):
         check_startup(settings)
-    KeyStore(tmp_path / "a.db", PEPPER).create("ops", ["admin"])
+    KeyStore(sqlite_file(tmp_path / "a.db"), PEPPER).create("ops", ["admin"])
     check_startup(settings)
 
 
@@ -134,5 +135,8 @@ def test_revocation_reaches_both_workers_within_a_second(repository_path, row):
         assert [predict_on(pid) for pid in pids] == [200, 200]
         assert server.session().delete(f"{server.base}/admin/keys/{created['id']}", timeout=10).status_code == 200
         revoked_at = time.monotonic()
-        assert [predict_on(pid) for pid in pids] == [401, 401]
+        # Workers trust a verified key for at most AGSERVE_KEY_CACHE_SECONDS (0.5 s) after the database confirmed it.
+        assert eventually(lambda: [predict_on(pid) for pid in pids] == [401, 401], 1.0, step=0.02)
         assert time.monotonic() - revoked_at < 1.0
+        time.sleep(1.0)
+        assert [predict_on(pid) for pid in pids] == [401, 401]  # and it stays refused

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -202,7 +203,8 @@ def test_the_app_refuses_to_start_with_an_undeclared_route(monkeypatch, tmp_path
 def test_stored_keys_are_hashes_only(auth_app):
     store = auth_app.extensions["agserve.keys"]
     key, record = store.create("hash-check", ["predict"])
-    raw = store.path.read_bytes() + b"".join(p.read_bytes() for p in store.path.parent.glob("*-wal"))
+    path = Path(store.database.engine.url.database)  # the embedded SQLite file
+    raw = path.read_bytes() + b"".join(p.read_bytes() for p in path.parent.glob("*-wal"))
     assert key.encode() not in raw and key.split("_", 2)[2].encode() not in raw
     assert record.id.encode() in raw
 

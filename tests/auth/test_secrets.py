@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from app.db import sqlite_file
 from app.auth import check_startup
 from app.auth.keys import KeyStore
 from app.config import ConfigError, load_settings
@@ -43,7 +44,7 @@ GOOD = secrets.token_urlsafe(32)
 
 
 def production(tmp_path, **settings):
-    KeyStore(tmp_path / "auth.db", settings.get("KEY_PEPPER", GOOD)).create("ops", ["admin"])
+    KeyStore(sqlite_file(tmp_path / "auth.db"), settings.get("KEY_PEPPER", GOOD)).create("ops", ["admin"])
     return load_settings({}, {"ENV": "production", "AUTH_DB": str(tmp_path / "auth.db"), "KEY_PEPPER": GOOD,
                               **settings})
 

@@ -17,6 +17,14 @@ from tests.servers import BIN, ROOT, gunicorn, server_env
 TINY = json.dumps({"GBM": {"num_boost_round": 30}})
 
 
+def served_repository(repository, auth_db) -> ModelRepository:
+    """The repository as the CLI and the server see it: activation in the database."""
+    from app.db import sqlite_file
+    from app.inference.activations import DatabaseActivations
+
+    return ModelRepository(repository, DatabaseActivations(sqlite_file(auth_db), repository))
+
+
 def agserve(*args: str, repository, auth_db) -> subprocess.CompletedProcess:
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(auth_db))
     return subprocess.run([str(BIN / "agserve"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -86,7 +94,7 @@ def test_training_registers_later_versions_without_activating_them(trained):
     repository, auth_db, steps = trained
     second = steps["train 2"]
     assert second.returncode == 0 and "registered churn version 2" in second.stdout
-    assert ModelRepository(repository).active_version("churn") == "1"
+    assert served_repository(repository, auth_db).active_version("churn") == "1"
 
 
 def test_default_hyperparameters_only_name_installed_model_families():
@@ -97,9 +105,10 @@ def test_default_hyperparameters_only_name_installed_model_families():
 
 @pytest.fixture()
 def fresh(trained, tmp_path):
-    """A private copy of the trained repository, free to tamper with."""
+    """A private copy of the trained repository and its database (which holds the activation), free to tamper with."""
     repository, auth_db, _ = trained
     shutil.copytree(repository, tmp_path / "models")
+    shutil.copy(auth_db, tmp_path / "auth.sqlite3")
     return tmp_path / "models", tmp_path / "auth.sqlite3"
 
 
@@ -143,13 +152,14 @@ def test_promote_refuses_an_unvalidated_version_unless_forced_and_audited(fresh)
     assert refused.returncode == 1
     assert refused.stderr.strip() == ("agserve: churn version 2 has not been validated "
                                       "(agserve models validate churn 2 --data HOLDOUT.csv)")
-    assert ModelRepository(repository).active_version("churn") == "1"
+    assert served_repository(repository, auth_db).active_version("churn") == "1"
 
     forced = agserve("models", "promote", "churn", "2", "--force", repository=repository, auth_db=auth_db)
     assert forced.returncode == 0 and "[forced, audited]" in forced.stdout
     from app.auth.keys import KeyStore
+    from app.db import sqlite_file
 
-    entry = KeyStore(auth_db).audit_log(1)[0]
+    entry = KeyStore(sqlite_file(auth_db)).audit_log(1)[0]
     assert entry["action"] == "model.promote" and entry["detail"]["forced"] is True
 
 

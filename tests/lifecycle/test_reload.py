@@ -55,6 +55,7 @@ def test_promote_and_rollback_under_load_lose_nothing(repository, tmp_path, data
         assert promoted.status_code == 200, promoted.text
         time.sleep(8)
         env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(server.auth_db))
+        rollback_started = time.time()  # the rollback commits before the command returns
         rolled = subprocess.run([str(BIN / "agserve"), "models", "rollback", "binary"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=60)
         rolled_at = time.time()
@@ -66,7 +67,7 @@ def test_promote_and_rollback_under_load_lose_nothing(repository, tmp_path, data
     assert rate >= 100, f"the load client reached only {rate:.0f} requests/s"
     assert {r["status"] for r in responses} == {200}, [r for r in responses if r["status"] != 200][:5]
     assert {r["version"] for r in responses} == {"1", "2"}
-    after_promote = [r["version"] for r in responses if promoted_at + 5 <= r["t"] < rolled_at]
+    after_promote = [r["version"] for r in responses if promoted_at + 5 <= r["t"] < rollback_started]
     after_rollback = [r["version"] for r in responses if r["t"] >= rolled_at + 5]
     assert after_promote and set(after_promote) == {"2"}
     assert after_rollback and set(after_rollback) == {"1"}

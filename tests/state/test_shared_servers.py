@@ -51,11 +51,13 @@ def metric(server, name: str, **labels) -> float:
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def test_two_replicas_share_rate_limits_and_keys_through_redis(repository_path):
+def test_two_replicas_share_rate_limits_through_redis_and_keys_through_the_database(repository_path, tmp_path):
+    shared_db = tmp_path / "fleet.sqlite3"  # two replicas on one machine: one embedded database
     with redis_server() as redis, \
-            gunicorn(repository_path, AGSERVE_REDIS_URL=redis.url, AGSERVE_RATE_LIMIT_PREDICT="12/minute") as a, \
-            gunicorn(repository_path, AGSERVE_REDIS_URL=redis.url, AGSERVE_RATE_LIMIT_PREDICT="12/minute") as b:
-        assert a.auth_db != b.auth_db  # two replicas: each its own key database
+            gunicorn(repository_path, auth_db=shared_db, AGSERVE_REDIS_URL=redis.url,
+                     AGSERVE_RATE_LIMIT_PREDICT="12/minute") as a, \
+            gunicorn(repository_path, auth_db=shared_db, AGSERVE_REDIS_URL=redis.url,
+                     AGSERVE_RATE_LIMIT_PREDICT="12/minute") as b:
         created = a.session().post(f"{a.base}/admin/keys", json={"owner": "shared", "scopes": ["predict"]}).json()
         key = created["key"]
         # Five requests through each of the four workers: twelve admitted in all.
@@ -69,6 +71,8 @@ def test_two_replicas_share_rate_limits_and_keys_through_redis(repository_path):
         started = time.monotonic()
         assert eventually(lambda: all(r.status_code == 401 for r in send_pinned(a, fresh["key"], 1)), 1.0)
         assert time.monotonic() - started < 1.0
+        redis.client().flushall()  # Redis never held the key: losing it changes nothing
+        assert all(r.status_code == 401 for r in send_pinned(a, fresh["key"], 1) + send_pinned(b, fresh["key"], 1))
 
 
 def test_redis_killed_under_load_fails_no_prediction_and_caching_resumes(repository_path, tmp_path):

@@ -1,0 +1,105 @@
+"""Migrations run once however many processes start together, and bring older schemas up to date, on a real
+PostgreSQL and on the embedded SQLite file."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app.auth.keys import KeyStore
+from app.db import SCHEMA_REVISION, Database, database_url, migrate, open_database, sqlite_file
+from tests.pgserver import postgres_server
+from tests.servers import ROOT
+
+HEAD = "0002"
+# The schema the SQLite-only server created by itself, before migrations existed.
+PRE_MIGRATION_SQLITE = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, hash TEXT NOT NULL, owner TEXT NOT NULL, scopes TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL, last_used_at REAL, revoked_at REAL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT, source TEXT, detail TEXT);
+"""
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with postgres_server() as server:
+        yield server
+
+
+def settings_for(url: str) -> dict:
+    return {"DATABASE_URL": url, "AUTH_DB": "", "DATABASE_TIMEOUT": 5}
+
+
+def migrate_together(settings: dict, processes: int = 6) -> list[subprocess.CompletedProcess]:
+    """processes interpreters that each open (and so migrate) the database at the same instant."""
+    code = ("import sys, json; from app.db import open_database; "
+            "open_database(json.loads(sys.argv[1])).dispose(); print('ok')")
+    started = [subprocess.Popen([sys.executable, "-c", code, json.dumps(settings)], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(processes)]
+    return [subprocess.CompletedProcess(p.args, p.wait(120), *p.communicate()) for p in started]
+
+
+def test_the_code_expects_the_newest_migration():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from app.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION == HEAD
+
+
+def test_processes_starting_together_on_an_empty_postgresql_database_all_succeed(postgres):
+    url = postgres.create_database("together")
+    runs = migrate_together(settings_for(url))
+    assert [r.returncode for r in runs] == [0] * len(runs), [r.stderr[-800:] for r in runs if r.returncode]
+    assert postgres.execute("together", "SELECT version_num FROM alembic_version") == [(HEAD,)]
+
+
+def test_processes_starting_together_on_a_new_sqlite_file_all_succeed(tmp_path):
+    path = tmp_path / "var" / "agserve.sqlite3"
+    runs = migrate_together({"DATABASE_URL": "", "AUTH_DB": str(path), "DATABASE_TIMEOUT": 5})
+    assert [r.returncode for r in runs] == [0] * len(runs), [r.stderr[-800:] for r in runs if r.returncode]
+    assert sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+
+
+def test_an_older_postgresql_schema_is_migrated_and_keeps_its_data(postgres):
+    url = postgres.create_database("older")
+    old = Database(database_url(settings_for(url)))
+    migrate(old, "0001")  # keys and audit only, as a first release would have left it
+    key, record = KeyStore(old).create("from-0001", ["predict"])
+    KeyStore(old).audit("cli:ops", "key.create", record.id)
+    old.dispose()
+    assert postgres.execute("older", "SELECT version_num FROM alembic_version") == [("0001",)]
+
+    current = open_database(settings_for(url))
+    assert postgres.execute("older", "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    store = KeyStore(current)
+    assert store.verify(key).owner == "from-0001"
+    assert [e["action"] for e in store.audit_log()] == ["key.create"]
+    assert postgres.execute("older", "SELECT count(*) FROM model_activation") == [(0,)]  # the new tables exist
+    current.dispose()
+
+
+def test_a_sqlite_file_from_before_migrations_is_adopted_with_its_keys(tmp_path):
+    path = tmp_path / "agserve.sqlite3"
+    key = "agk_0123456789ab_" + "k" * 43
+    with sqlite3.connect(path) as connection:
+        connection.executescript(PRE_MIGRATION_SQLITE)
+        connection.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?,?)", (
+            "0123456789ab", hashlib.sha256(key.encode()).hexdigest(), "old", "predict", time.time(), None, None, None))
+        connection.execute("INSERT INTO audit (at, actor, action, detail) VALUES (?, 'cli:ops', 'key.create', '{}')", (time.time(),))
+    store = KeyStore(sqlite_file(path))
+    assert store.verify(key).owner == "old"
+    store.audit("cli:ops", "key.revoke", "0123456789ab")
+    assert [(e["seq"], e["action"]) for e in store.audit_log()] == [(2, "key.revoke"), (1, "key.create")]
+    assert sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
