@@ -115,7 +115,8 @@ def test_the_demo_goes_through_the_gate_and_says_how_to_get_a_key_when_keys_exis
     assert "imported, validated and promoted iris version 1" in result.stdout
     assert ("API keys exist already: set AGSERVE_KEY to one of yours; lost it? create one with every scope:\n"
             "  .venv/bin/agserve keys create --owner me --scopes predict,explain,model_info,admin,metrics") in result.stdout
-    models = ModelRepository(repository)
+    from app.inference.activations import DatabaseActivations
+    models = ModelRepository(repository, DatabaseActivations(sqlite_file(tmp_path / "auth.db"), repository))
     assert models.active_version("iris") == "1" and models.default_model() == "iris"
     assert json.loads((repository / "iris" / "1" / "validation.json").read_text())["passed"] is True
     assert "curl -s http://127.0.0.1:8123/predict " in result.stdout

@@ -8,6 +8,7 @@ its first model.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile

@@ -23,7 +23,9 @@ def test_an_imported_first_version_serves_only_after_validate_and_promote(predic
     assert imported.returncode == 0, imported.stderr
     assert ("not served yet (active version of fresh: none); next: agserve models validate fresh 1 "
             "--data LABELLED.csv && agserve models promote fresh 1") in imported.stdout
-    assert ModelRepository(repository).active_version("fresh") is None
+    from app.db import sqlite_file
+    from app.inference.activations import DatabaseActivations
+    assert ModelRepository(repository, DatabaseActivations(sqlite_file(auth_db), repository)).active_version("fresh") is None
     app = build_app(auth_db, MODEL_REPOSITORY=str(repository), RELOAD_INTERVAL=0)
     client = client_with_key(app)
     rows = {"data": to_records(test[FEATURES].head(5))}

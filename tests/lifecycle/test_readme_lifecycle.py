@@ -45,7 +45,10 @@ def test_the_readme_lifecycle_runs_as_written_on_a_fresh_name(tmp_path):
     frame = churn_csv(tmp_path / "churn.csv")
     repository, auth_db = tmp_path / "models", tmp_path / "auth.sqlite3"
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(auth_db))
-    models = ModelRepository(repository)
+    from app.db import sqlite_file
+    from app.inference.activations import DatabaseActivations
+
+    models = ModelRepository(repository, DatabaseActivations(sqlite_file(auth_db), repository))  # as the CLI keeps it
 
     actives = []
     for command in commands:
