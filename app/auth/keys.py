@@ -142,7 +142,7 @@ class KeyStore:
             ids = sorted({record.id for record, _ in self._verified.values()})
         asked, rows = set(ids), {}
         for start in range(0, len(ids), 500):
-            with self.database.transaction() as db:
+            with self.database.reading() as db:
                 chunk = ids[start:start + 500]
                 rows.update({row.id: row for row in db.execute(sa.select(api_keys).where(api_keys.c.id.in_(chunk)))})
         now = time.time()
@@ -186,11 +186,11 @@ class KeyStore:
         return _record(row) if row else None
 
     def _row(self, key_id: str):
-        with self.database.transaction() as db:
+        with self.database.reading() as db:
             return db.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
 
     def list(self) -> list[ApiKey]:
-        with self.database.transaction() as db:
+        with self.database.reading() as db:
             rows = db.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
         return [_record(row) for row in rows]
 
@@ -205,7 +205,7 @@ class KeyStore:
                                              detail=json.dumps(detail or {}, sort_keys=True)))
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self.database.transaction() as db:
+        with self.database.reading() as db:
             rows = db.execute(sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)).all()
         return [{"seq": row.seq, "at": _iso(row.at), "actor": row.actor, "action": row.action, "target": row.target,
                  "source": row.source, "detail": json.loads(row.detail)} for row in rows]

@@ -48,6 +48,7 @@ class Database:
         self._engine: sa.Engine | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._reading = threading.local()
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "Database":
@@ -83,7 +84,8 @@ class Database:
             def _sqlite_begin(connection):
                 # Take the write lock up front: a read that later writes would otherwise fail at once when another
                 # worker writes (SQLite's busy handler does not cover a lock upgrade).
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                # A pure read takes no lock at all: in WAL mode readers never wait for the writer.
+                connection.exec_driver_sql("BEGIN" if getattr(self._reading, "on", False) else "BEGIN IMMEDIATE")
             return engine
         milliseconds = int(self.timeout * 1000)
         return sa.create_engine(
@@ -99,6 +101,16 @@ class Database:
                 yield connection
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
             raise DatabaseUnavailable(_one_line(error)) from None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A transaction that only reads: on SQLite it neither takes nor waits for the write lock."""
+        self._reading.on = True
+        try:
+            with self.transaction() as connection:
+                yield connection
+        finally:
+            self._reading.on = False
 
     def dispose(self) -> None:
         if self._engine is not None and self._pid == os.getpid():

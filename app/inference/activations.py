@@ -59,7 +59,7 @@ class DatabaseActivations:
         self.database, self.root = database, root
 
     def state(self, name: str) -> dict[str, Any]:
-        with self.database.transaction() as db:
+        with self.database.reading() as db:
             row = db.execute(sa.select(model_activation).where(model_activation.c.name == name)).first()
         if row is None:
             return self._adopt_state_file(name)
@@ -142,7 +142,7 @@ class ServingReport:
     def fleet(self, name: str) -> list[dict[str, Any]]:
         """Every worker of every replica that reported on name recently."""
         since = time.time() - self.stale_after
-        with self.database.transaction() as db:
+        with self.database.reading() as db:
             rows = db.execute(sa.select(model_serving).where(model_serving.c.name == name,
                                                              model_serving.c.reported_at >= since)
                               .order_by(model_serving.c.replica, model_serving.c.worker)).all()
