@@ -242,7 +242,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", "", _text, "Redis for the prediction cache and rate limits shared by every replica (`redis://:password@host:6379/0`, or `rediss://` for TLS); never trusted with API keys. Empty: a per-worker cache and per-machine limits."),
     Setting("REDIS_TIMEOUT", 0.1, _number(0.001, 10, "seconds"), "Timeout of every Redis call; a failed Redis is left alone for a second, then tried again."),
     Setting("CACHE", True, _boolean, "Cache predictions per row (the model, its version and activation, and the row's validated values)."),
-    Setting("CACHE_SECRET", "", _text, "Secret that signs every answer cached in Redis (HMAC-SHA256), so whoever can write to Redis cannot plant one; the same on every replica. Empty: a random secret per worker, so no worker trusts another's entries."),
+    Setting("CACHE_SECRET", "", _text, "Secret that signs every answer cached in Redis (HMAC-SHA256), so whoever can write to Redis cannot plant one; the same on every replica. Empty: a random secret per worker, so no worker trusts another's entries. In production a placeholder or low-entropy value is refused."),
     Setting("CACHE_TTL_SECONDS", 300, _positive_int, "How long a cached row's answer is kept."),
     Setting("CACHE_MAX_ROWS", 100_000, _positive_int, "Rows each worker's embedded cache holds (least recently used go first); with Redis, bound its memory with maxmemory."),
     Setting("CACHE_MAX_REQUEST_ROWS", 100, _positive_int, "Requests with more rows skip the cache (bulk scoring rarely repeats, and hashing 10,000 rows costs more than it saves)."),

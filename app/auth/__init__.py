@@ -161,7 +161,7 @@ def check_startup(settings: Mapping[str, Any]) -> None:
     if not settings["KEY_PEPPER"]:
         raise ConfigError("production needs AGSERVE_KEY_PEPPER (a random secret mixed into API-key hashes); make one "
                           "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
-    for name in ("KEY_PEPPER", "JWT_SECRET"):
+    for name in ("KEY_PEPPER", "JWT_SECRET", "CACHE_SECRET"):
         problem = weakness(settings[name]) if settings[name] else None
         if problem:
             raise ConfigError(f"AGSERVE_{name} {problem}")

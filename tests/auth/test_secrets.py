@@ -54,7 +54,7 @@ def test_the_templates_ship_placeholders_and_the_search_finds_them():
 
 
 @pytest.mark.parametrize("placeholder", PLACEHOLDERS)
-@pytest.mark.parametrize("name", ["KEY_PEPPER", "JWT_SECRET"])
+@pytest.mark.parametrize("name", ["KEY_PEPPER", "JWT_SECRET", "CACHE_SECRET"])
 def test_production_refuses_every_template_placeholder(tmp_path, name, placeholder):
     with pytest.raises(ConfigError) as refused:
         check_startup(production(tmp_path, **{name: placeholder}))
@@ -63,7 +63,7 @@ def test_production_refuses_every_template_placeholder(tmp_path, name, placehold
 
 @pytest.mark.parametrize("weak", ["a" * 64, "ab" * 32, "0123456789" * 4, "Tr0ub4dor&3" * 3,
                                   "s" * 40])
-@pytest.mark.parametrize("name", ["KEY_PEPPER", "JWT_SECRET"])
+@pytest.mark.parametrize("name", ["KEY_PEPPER", "JWT_SECRET", "CACHE_SECRET"])
 def test_production_refuses_low_entropy_secrets(tmp_path, name, weak):
     with pytest.raises(ConfigError, match=f"^AGSERVE_{name} has too little entropy"):
         check_startup(production(tmp_path, **{name: weak}))
