@@ -5,6 +5,7 @@ base value and one contribution per input feature. `Accept: image/svg+xml` on a 
 """
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime, timezone
 from xml.sax.saxutils import escape
@@ -20,6 +21,8 @@ from app.inference import explain
 bp = Blueprint("explain", __name__)
 JSON, SVG = "application/json", "image/svg+xml"
 SLOTS = "agserve.explain_slots"
+TOP = re.compile(r"[0-9]{1,5}")
+TOP_MAX = 10_000  # far above any model's feature count; keeps the parameter bounded like every other
 
 
 @bp.record_once
@@ -83,8 +86,9 @@ def _options() -> tuple[bool, int | None]:
     top = request.args.get("top")
     if top is None:
         return classes == "all", None
-    if not top.isdigit() or int(top) < 1:
-        raise ApiError(422, "top must be a positive integer", {"top": ["Must be a positive integer."]})
+    # ASCII digits only: str.isdigit() also admits '²', which int() refuses, and long digit strings are refused by int()
+    if not TOP.fullmatch(top) or not 1 <= int(top) <= TOP_MAX:
+        raise ApiError(422, f"top must be an integer from 1 to {TOP_MAX}", {"top": [f"Not an integer from 1 to {TOP_MAX}."]})
     return classes == "all", int(top)
 
 
@@ -102,7 +106,7 @@ PARAMETERS = [
     {"name": "classes", "in": "query", "required": False, "description": "Explain the predicted class (default) or "
      "every class (classifiers only).", "schema": {"type": "string", "enum": ["predicted", "all"]}},
     {"name": "top", "in": "query", "required": False, "description": "Keep the k largest contributions by magnitude "
-     "and sum the others into `rest`.", "schema": {"type": "integer", "minimum": 1}},
+     "and sum the others into `rest`.", "schema": {"type": "integer", "minimum": 1, "maximum": TOP_MAX}},
 ]
 _NUMBER = {"type": "number"}
 EXPLANATION_SCHEMA = {"type": "object", "required": ["explanations", "method", "model_info", "request_id"],

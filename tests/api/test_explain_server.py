@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import PROBLEMS
 from tests.data import FEATURES, mixed_frame, to_records
@@ -125,3 +127,46 @@ def test_svg_waterfall_names_every_feature_and_renders_in_chromium(server, rows,
     many = server.session().post(f"{server.base}/explain", json={"data": to_records(rows.head(2))},
                                  headers={"Accept": "image/svg+xml"}, timeout=60)
     assert many.status_code == 422
+
+
+# --- ?top and ?classes over their value space ------------------------------------------------------------------------
+TOP_MAX = 10_000  # the documented bound: an integer from 1 to 10000
+
+
+def top_accepted(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= TOP_MAX
+
+
+QUERY_TEXT = st.one_of(
+    st.integers(-3, 12).map(str), st.integers(TOP_MAX - 2, TOP_MAX + 2).map(str),
+    st.text(alphabet="0123456789", min_size=1, max_size=6000),  # beyond int()'s 4,300-digit limit
+    st.text(alphabet="0123456789²³١٢߁٣ +-_. e\u00a0", min_size=0, max_size=8),  # Unicode digits, signs, spaces
+    st.text(max_size=12), st.sampled_from(["predicted", "all", "ALL", "all ", "", "\x00"]))
+
+
+@settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(top=st.none() | QUERY_TEXT, classes=st.none() | QUERY_TEXT)
+def test_top_and_classes_over_their_value_space(server, in_process, rows, top, classes):
+    """Any ?top and ?classes answer 200 when the documented rules accept them (and the numbers still add up) or a
+    422 in the house shape naming the parameter; never a 5xx."""
+    params = {key: value for key, value in (("top", top), ("classes", classes)) if value is not None}
+    answer = server.session().post(f"{server.base}/models/multiclass/explain", params=params,
+                                   json={"data": to_records(rows.iloc[[7]])}, timeout=60)
+    top_ok = top is None or top_accepted(top)
+    classes_ok = classes in (None, "predicted", "all")
+    if not (top_ok and classes_ok):
+        assert answer.status_code == 422, (answer.status_code, answer.text[:300], params)
+        body = answer.json()
+        assert set(body) == {"error", "details", "request_id"}
+        assert set(body["details"]) <= {"top", "classes"} and body["details"], body
+        return
+    assert answer.status_code == 200, (answer.text[:300], params)
+    (row,) = answer.json()["explanations"]
+    assert len(row["explanations"]) == (len(in_process["multiclass"].class_labels) if classes == "all" else 1)
+    for explanation in row["explanations"]:
+        kept = explanation["contributions"]
+        rest = explanation.get("rest", {"features": 0, "contribution": 0.0})
+        assert len(kept) == (min(int(top), len(FEATURES)) if top is not None else len(FEATURES))
+        assert len(kept) + rest["features"] == len(FEATURES)
+        total = explanation["base_value"] + math.fsum(c["contribution"] for c in kept) + rest["contribution"]
+        assert abs(total - explanation["output_value"]) < ADDITIVITY
