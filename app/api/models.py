@@ -24,7 +24,7 @@ def list_models():
 @bp.get("/model/info")
 @require_scope("model_info")
 def default_model_info():
-    """Metadata of the default model (the seed's /model/info)."""
+    """Metadata of the default model (GET /model/info of the original specification's contract)."""
     return jsonify(describe(served_models().get(None)))
 
 
