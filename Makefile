@@ -12,6 +12,7 @@ help:
 	@echo "make run    set up, train, validate and promote the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
 	@echo "make test   set up and run the test suite, except the soaks (about 10 minutes)"
 	@echo "make soak   the soaks: fault scenarios and five minutes of sustained load (about 7 minutes)"
+	@echo "make docs   regenerate docs/configuration.md from the settings table"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
 	@echo "make reliability  run the fault scenarios under load; writes RELIABILITY.md"
 	@echo "make deploy [DEPLOY_TARGET=local|k8s]  start or gracefully update the server; make undeploy, make status"
@@ -59,6 +60,9 @@ undeploy:
 
 status:
 	BIN=$(BIN) deploy/$(DEPLOY_TARGET).sh status
+
+docs: install  # docs/configuration.md from the settings table in app/config.py
+	$(BIN)/python -c "from app.config import configuration_page; print(configuration_page(), end='')" > docs/configuration.md
 
 reliability: install system-packages
 	$(BIN)/python -m pytest tests/reliability -q
