@@ -138,6 +138,13 @@ class ServedModel:
         batching, one that predicts in this thread. Leaving its with-block unsubmitted withdraws it."""
         return self.batcher.ticket() if self.batcher is not None else DirectTicket(self._predict_parts)
 
+    def predict(self, rows: list[Any]) -> Prediction:
+        """Validate and predict row objects as a request would, without the data plane's cache, log and monitoring
+        (the validation gate's stability and latency checks)."""
+        table = table_from_records(rows, self.feature_names)
+        with self.admission() as ticket:
+            return ticket.submit(self.validate_table(table), table.n)
+
     def predict_columns(self, columns: dict[str, Any], n: int) -> Prediction:
         """Predict validated columns through the batcher (no cache, no log: explanations' masked rows)."""
         with self.admission() as ticket:
