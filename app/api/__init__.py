@@ -9,7 +9,6 @@ from marshmallow import Schema, ValidationError
 from app.codecs import csv_rows, json_rows
 from app.codecs.envelope import CSV, JSON, parse_json, read_body
 from app.errors import ApiError
-from app.extensions import served_models  # noqa: F401 - the registry, for views that describe models
 from app.inference.dataplane import RequestContext
 from app.inference.served import ServedModel
 from app.inference.tables import Table

@@ -7,10 +7,10 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 
 from app import extensions, status
-from app.api import load_body, request_context, served_models
+from app.api import load_body, request_context
 from app.auth import audit, require_scope
 from app.errors import ApiError
-from app.extensions import keystore, token_service
+from app.extensions import keystore, served_models, token_service
 from app.lifecycle.versions import describe_versions, promote, rollback
 from app.schemas import KeyRequest, PromoteRequest, TokenRequest
 from app.state.redis import RedisUnavailable

@@ -9,9 +9,10 @@ from flask import Blueprint, current_app, jsonify
 from marshmallow import ValidationError
 
 from app import extensions
-from app.api import read_json, request_context, served_models
+from app.api import read_json, request_context
 from app.auth import require_scope
 from app.errors import ApiError
+from app.extensions import served_models
 from app.monitoring.quality import BadOutcome, parse_actual
 from app.schemas import FeedbackBatch, FeedbackItem, messages_of
 

@@ -9,8 +9,8 @@ import os
 
 from flask import Blueprint, current_app, jsonify
 
-from app.api import served_models
 from app.auth import may_see, public
+from app.extensions import served_models
 
 bp = Blueprint("health", __name__)
 

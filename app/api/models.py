@@ -5,8 +5,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from app.api import served_models
 from app.auth import require_scope
+from app.extensions import served_models
 from app.inference.served import ServedModel
 from app.schemas import json_schema
 
