@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from app import metrics
+from app.inference import explain
 from app.inference.errors import ServingError
 from app.inference.registry import ModelRegistry
 from app.inference.served import Prediction, ServedModel
@@ -104,7 +105,7 @@ class DataPlane:
                 part = columns if len(missing) == table.n else take_rows(columns, missing)
                 with context.timed("predict"):
                     fresh = ticket.submit(part, len(missing))                       # 4. batch and predict
-        result = fresh if found is None else self._store(model, found, missing, fresh)  # 5. cache store
+        result = fresh if found is None else self._store(found, missing, fresh)  # 5. cache store
         result.inputs = columns
         self._log(model, result, context)                                           # 6. prediction log
         if self.monitor is not None:                                                # 7. monitoring
@@ -114,8 +115,6 @@ class DataPlane:
     def explain(self, name: str | None, table: Table, context: RequestContext, permutations: int) -> list[dict]:
         """Full explanations of a decoded table (every output), within this worker's explanation slots; validation,
         the cache and batched prediction of the masked rows happen in app.inference.explain."""
-        from app.inference import explain
-
         model = self.resolve(name, context)
         context.rows = table.n
         if not self.explain_slots.acquire(blocking=False):
@@ -143,7 +142,7 @@ class DataPlane:
         metrics.observe_cache(model.name, n - len(missing), len(missing))
         return list(zip(keys, found)), missing
 
-    def _store(self, model: ServedModel, found: list, missing: list[int], fresh: Prediction | None) -> Prediction:
+    def _store(self, found: list, missing: list[int], fresh: Prediction | None) -> Prediction:
         rows = [entry for _, entry in found]
         if fresh is not None:
             self.cache.set_many({found[i][0]: fresh.row(j) for j, i in enumerate(missing)})
