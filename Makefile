@@ -1,4 +1,4 @@
-# agserve: `make run` serves the demo model, `make test` runs the whole suite. Both set everything up.
+# agserve: `make run` serves the demo model, `make test` runs the suite but its soaks, `make soak` those. All set up.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,11 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install system-packages demo run test bench reliability deploy undeploy status clean help
+.PHONY: install system-packages demo run test soak bench reliability deploy undeploy status clean help docs
 
 help:
 	@echo "make run    set up, train, validate and promote the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
-	@echo "make test   set up and run the whole test suite"
+	@echo "make test   set up and run the test suite, except the soaks (about 10 minutes)"
+	@echo "make soak   the soaks: fault scenarios and five minutes of sustained load (about 7 minutes)"
+	@echo "make docs   regenerate docs/configuration.md from the settings table"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
 	@echo "make reliability  run the fault scenarios under load; writes RELIABILITY.md"
 	@echo "make deploy [DEPLOY_TARGET=local|k8s]  start or gracefully update the server; make undeploy, make status"
@@ -43,7 +45,10 @@ run: demo
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: install system-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
+
+soak: install system-packages
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
 DEPLOY_TARGET ?= local
 
@@ -55,6 +60,9 @@ undeploy:
 
 status:
 	BIN=$(BIN) deploy/$(DEPLOY_TARGET).sh status
+
+docs: install  # docs/configuration.md from the settings table in app/config.py
+	$(BIN)/python -c "from app.config import configuration_page; print(configuration_page(), end='')" > docs/configuration.md
 
 reliability: install system-packages
 	$(BIN)/python -m pytest tests/reliability -q

@@ -12,8 +12,8 @@ from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, proxies, logging, errors, blueprints, commands, the served models, then
-    monitoring."""
+    """Build the app: settings, proxies, logging and request hooks, errors, blueprints, commands, the served models,
+    monitoring, then the data plane every prediction goes through."""
     from app.config import load_settings
 
     from app.jsonio import OrjsonProvider
@@ -27,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     trust_proxies(app)
     configure_logging(app)
+    register_request_hooks(app)
     register_error_handlers(app)
     register_database(app)
     register_auth(app)
@@ -35,6 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_commands(app)
     register_models(app)
     register_monitoring(app)
+    register_data_plane(app)
     return app
 
 
@@ -51,6 +53,11 @@ def configure_logging(app: Flask) -> None:
     logs.configure_logging(app)
 
 
+def register_request_hooks(app: Flask) -> None:
+    from app.api import hooks
+    hooks.init_app(app)
+
+
 def register_error_handlers(app: Flask) -> None:
     from app import errors
     errors.register_error_handlers(app)
@@ -58,8 +65,9 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_database(app: Flask) -> None:
     """The source of truth (SQLite file or PostgreSQL), its schema brought up to date once for the whole fleet."""
+    from app import extensions
     from app.db import open_database
-    app.extensions["agserve.db"] = open_database(app.config)
+    app.extensions[extensions.DATABASE] = open_database(app.config)
 
 
 def register_auth(app: Flask) -> None:
@@ -74,9 +82,9 @@ def register_shared_state(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.api import admin, docs, explain, health, metrics, models, monitoring, prediction, v2
+    from app.api import admin, docs, explain, feedback, health, models, prediction, prometheus, v2
     from app.auth import undeclared_routes
-    for module in (health, prediction, explain, models, admin, monitoring, metrics, v2, docs):
+    for module in (health, prediction, explain, models, admin, feedback, prometheus, v2, docs):
         app.register_blueprint(module.bp)
     if undeclared_routes(app):  # deny by default: a route must say who may call it
         raise RuntimeError(f"routes without @public or @require_scope: {', '.join(undeclared_routes(app))}")
@@ -89,26 +97,26 @@ def register_commands(app: Flask) -> None:
 
 def register_models(app: Flask) -> None:
     """Open the repository and the prediction log; in a serving process, load and warm up every model now."""
+    from app import extensions
     from app.config import math_threads
     from app.inference import ModelRegistry
+    from app.inference.activations import ServingReport
     from app.threads import apply_thread_limits
 
-    from app.inference.activations import ServingReport
-
     registry = ModelRegistry(model_repository(app), names=app.config["MODELS"], default=app.config["DEFAULT_MODEL"],
-                             report=ServingReport(app.extensions["agserve.db"], replica_name(app.config),
+                             report=ServingReport(extensions.database(app), replica_name(app.config),
                                                   stale_after=max(10.0, 5 * app.config["RELOAD_INTERVAL"])))
-    app.extensions["agserve.models"] = registry
+    app.extensions[extensions.MODELS] = registry
     if app.config["PREDICTION_LOG_DIR"]:
         from app.predictionlog import PredictionLog
 
-        app.extensions["agserve.prediction_log"] = PredictionLog(
+        app.extensions[extensions.PREDICTION_LOG] = PredictionLog(
             app.config["PREDICTION_LOG_DIR"], app.config["PREDICTION_LOG_SAMPLE"], app.config["PREDICTION_LOG_DROP"],
             app.config["PREDICTION_LOG_MAX_MB"] * 2 ** 20, app.config["PREDICTION_LOG_ROTATE_SECONDS"],
             app.config["ON_RECORD_FAILURE"], app.config["PREDICTION_LOG_MAX_TOTAL_MB"] * 2 ** 20,
             app.config["PREDICTION_LOG_RETENTION_DAYS"] * 86400)
     if app.config["LOAD_MODELS_ON_START"]:
-        registry.load_all(app.config)
+        registry.refresh(app.config)
         app.config["THREAD_POOLS"] = apply_thread_limits(math_threads(app.config))
         if app.config["RELOAD_INTERVAL"] > 0:
             registry.watch(app.config, app.config["RELOAD_INTERVAL"])
@@ -116,11 +124,12 @@ def register_models(app: Flask) -> None:
 
 def model_repository(app: Flask):
     """The model folder, with activation kept in the database."""
+    from app import extensions
     from app.inference import ModelRepository
     from app.inference.activations import DatabaseActivations
 
     root = app.config["MODEL_REPOSITORY"]
-    return ModelRepository(root, DatabaseActivations(app.extensions["agserve.db"], Path(root)))
+    return ModelRepository(root, DatabaseActivations(extensions.database(app), Path(root)))
 
 
 def replica_name(settings: Mapping[str, Any]) -> str:
@@ -139,3 +148,14 @@ def register_monitoring(app: Flask) -> None:
     app.extensions["agserve.monitor"] = monitor
     if app.config["LOAD_MODELS_ON_START"]:
         monitor.start()
+
+
+def register_data_plane(app: Flask) -> None:
+    """The one path every protocol's prediction takes: the registry, then the cache, log and monitor it feeds."""
+    from app import extensions
+    from app.inference.dataplane import DataPlane
+
+    app.extensions[extensions.DATA_PLANE] = DataPlane(
+        extensions.served_models(app), extensions.cache(app), extensions.prediction_log(app),
+        extensions.monitor(app), refuse_unrecorded=app.config["ON_RECORD_FAILURE"] == "refuse",
+        explain_concurrency=app.config["EXPLAIN_CONCURRENCY"])

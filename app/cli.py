@@ -13,6 +13,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, ScriptInfo, with_appcontext
 
+from app.extensions import keystore, token_service
+from app.values import SCOPES, parse_duration
+
 models_cli = AppGroup("models", help="Manage the model repository.")
 
 
@@ -207,7 +210,7 @@ def default_command(name: str | None) -> None:
         repository.set_default_model(name)
     except ModelError as exc:
         _fail(exc.message)
-    _keystore().audit(_cli_actor(), "model.default", name, "cli", {"previous": previous})
+    keystore().audit(_cli_actor(), "model.default", name, "cli", {"previous": previous})
     click.echo(f"default model: {name} (was {previous or 'none'}); servers follow within seconds"
                + (" (AGSERVE_DEFAULT_MODEL overrides it)" if current_app.config["DEFAULT_MODEL"] else ""))
 
@@ -225,7 +228,7 @@ def promote_command(name: str, version: str, force: bool) -> None:
         result = promote(_repository(), name, version, force)
     except ModelError as exc:
         _fail(exc.message)
-    _keystore().audit(_cli_actor(), "model.promote", f"{name}/{version}", "cli", result)
+    keystore().audit(_cli_actor(), "model.promote", f"{name}/{version}", "cli", result)
     click.echo(f"{name}: active version {result['active']} (was {result['previous'] or 'none'})"
                + (" [forced, audited]" if force else ""))
 
@@ -241,16 +244,13 @@ def rollback_command(name: str) -> None:
         result = rollback(_repository(), name)
     except ModelError as exc:
         _fail(exc.message)
-    _keystore().audit(_cli_actor(), "model.rollback", f"{name}/{result['active']}", "cli", result)
+    keystore().audit(_cli_actor(), "model.rollback", f"{name}/{result['active']}", "cli", result)
     click.echo(f"{name}: active version {result['active']} (was {result['previous'] or 'none'})")
 
 
 keys_cli = AppGroup("keys", help="Manage API keys.")
+SCOPES_HELP = f"Comma-separated: {', '.join(SCOPES)}."
 token_cli = AppGroup("token", help="Issue JWTs (needs AGSERVE_JWT_SECRET or an HS256 key).")
-
-
-def _keystore():
-    return current_app.extensions["agserve.keys"]
 
 
 def _cli_actor() -> str:
@@ -258,8 +258,6 @@ def _cli_actor() -> str:
 
 
 def _scopes(text: str) -> list[str]:
-    from app.auth import SCOPES
-
     scopes = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
@@ -268,8 +266,6 @@ def _scopes(text: str) -> list[str]:
 
 
 def _duration(text: str | None) -> int | None:
-    from app.auth.keys import parse_duration
-
     if text is None:
         return None
     try:
@@ -280,13 +276,13 @@ def _duration(text: str | None) -> int | None:
 
 @keys_cli.command("create")
 @click.option("--owner", required=True, help="Who the key is for.")
-@click.option("--scopes", required=True, help="Comma-separated: predict, explain, model_info, admin, metrics.")
+@click.option("--scopes", required=True, help=SCOPES_HELP)
 @click.option("--expires", default=None, help="Lifetime such as 30d or 12h (default: no expiry).")
 def keys_create(owner: str, scopes: str, expires: str | None) -> None:
     """Create an API key and print it (it is shown only this once)."""
     lifetime = _duration(expires)
-    key, record = _keystore().create(owner, _scopes(scopes), time.time() + lifetime if lifetime else None)
-    _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": owner, "scopes": list(record.scopes)})
+    key, record = keystore().create(owner, _scopes(scopes), time.time() + lifetime if lifetime else None)
+    keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": owner, "scopes": list(record.scopes)})
     click.echo(f"created key {record.id} for {owner} with scopes {','.join(record.scopes)}")
     click.echo(key)
 
@@ -294,7 +290,7 @@ def keys_create(owner: str, scopes: str, expires: str | None) -> None:
 @keys_cli.command("list")
 def keys_list() -> None:
     """List API keys (never their secrets)."""
-    records = [r.public() for r in _keystore().list()]
+    records = [r.public() for r in keystore().list()]
     click.echo(json.dumps(records, indent=2))
 
 
@@ -302,24 +298,24 @@ def keys_list() -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key; every worker refuses it from the next request on."""
-    record = _keystore().revoke(key_id)
+    record = keystore().revoke(key_id)
     if record is None:
         _fail(f"no API key {key_id!r}")
-    _keystore().audit(_cli_actor(), "key.revoke", key_id, "cli")
+    keystore().audit(_cli_actor(), "key.revoke", key_id, "cli")
     click.echo(f"revoked {key_id}")
 
 
 @token_cli.command("issue")
 @click.option("--sub", required=True, help="Subject (who the token is for).")
-@click.option("--scopes", required=True, help="Comma-separated: predict, explain, model_info, admin, metrics.")
+@click.option("--scopes", required=True, help=SCOPES_HELP)
 @click.option("--ttl", default="15m", show_default=True, help="Lifetime (capped by AGSERVE_JWT_MAX_TTL).")
 def token_issue(sub: str, scopes: str, ttl: str) -> None:
     """Issue a signed HS256 JWT and print it (the server must run with the same AGSERVE_JWT_SECRET)."""
     try:
-        token, _ = current_app.extensions["agserve.tokens"].issue(sub, _scopes(scopes), _duration(ttl))
+        token, _ = token_service().issue(sub, _scopes(scopes), _duration(ttl))
     except LookupError:
         _fail("token issuing needs AGSERVE_JWT_SECRET (or an HS256 key in AGSERVE_JWT_JWKS_FILE)")
-    _keystore().audit(_cli_actor(), "token.issue", sub, "cli", {"scopes": _scopes(scopes)})
+    keystore().audit(_cli_actor(), "token.issue", sub, "cli", {"scopes": _scopes(scopes)})
     click.echo(token)
 
 
@@ -348,9 +344,9 @@ def demo_command(bind: str) -> None:
     if repository.default_model() is None and repository.names() == [DEMO_NAME]:
         repository.set_default_model(DEMO_NAME)  # a repository from before defaults were recorded
     key = "$AGSERVE_KEY"
-    if _keystore().active_count() == 0:
-        key, record = _keystore().create("make-run", ["admin", "explain", "metrics", "model_info", "predict"])
-        _keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": "make-run", "first_run": True})
+    if keystore().active_count() == 0:
+        key, record = keystore().create("make-run", ["admin", "explain", "metrics", "model_info", "predict"])
+        keystore().audit(_cli_actor(), "key.create", record.id, "cli", {"owner": "make-run", "first_run": True})
         click.echo(f"created the first API key (every scope); it is shown only now:\n  {key}")
     else:
         click.echo("API keys exist already: set AGSERVE_KEY to one of yours; lost it? create one with every scope:\n"

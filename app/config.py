@@ -334,3 +334,36 @@ def worker_count(settings: Mapping[str, Any]) -> int:
 def math_threads(settings: Mapping[str, Any]) -> int:
     """Threads each worker's math libraries get, so that workers × threads ≤ cores."""
     return settings["MATH_THREADS"] or max(1, cpu_count() // worker_count(settings))
+
+
+CONFIGURATION_PAGE_HEADER = """# Configuration
+
+<!-- Generated from the settings table in app/config.py by `make docs`; tests/test_config.py fails when it is stale.
+Edit the table, not this page. -->
+
+Settings are layered: defaults in `app/config.py` → `config/<AGSERVE_ENV>.py` → environment variables → (in tests)
+a mapping passed to `create_app`. `AGSERVE_ENV` is `development` (the default), `production` or `testing`;
+`config/production.py` binds `0.0.0.0:8000` (every interface: behind a load balancer or in a container) and logs
+predictions to `var/predictions`, so set `AGSERVE_BIND=127.0.0.1:8000` to keep a production server on loopback
+(`make deploy` does unless you set it). An invalid setting stops start-up with one line naming it, e.g.
+`agserve: configuration error: AGSERVE_MAX_ROWS must be a positive integer (got '-5')`.
+
+| Variable | Default | What it does |
+|---|---|---|
+"""
+
+
+def configuration_page() -> str:
+    """docs/configuration.md: every setting's variable, default and meaning, from SETTINGS."""
+    rows = [f"| `{s.env_name}` | {_shown_default(s.default)} | {s.help} |" for s in SETTINGS]
+    return CONFIGURATION_PAGE_HEADER + "\n".join(rows) + "\n"
+
+
+def _shown_default(value: Any) -> str:
+    if value in ("", ()):
+        return "(empty)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`"
+    return f"`{value}`"

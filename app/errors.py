@@ -8,49 +8,42 @@ from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.db import DatabaseUnavailable
-from app.inference.errors import ModelError, ModelNotReady
+from app.inference.errors import ModelNotReady, ServingError
 
 log = logging.getLogger("agserve.errors")
 
 
-class ApiError(Exception):
-    """An HTTP-level refusal raised by views (bad body, wrong content type, too many rows)."""
+class ApiError(ServingError):
+    """An HTTP-level refusal raised by views and codecs (bad body, wrong content type, too many rows)."""
 
     def __init__(self, status: int, message: str, details: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None):
-        super().__init__(message)
+        super().__init__(message, details, headers)
         self.status = status
-        self.message = message
-        self.details = details or {}
-        self.headers = headers or {}
 
 
 def error_response(status: int, message: str, details: dict[str, Any] | None = None):
-    body = {"error": message, "details": details or {}, "request_id": g.get("request_id")}
+    context = g.get("context")
+    body = {"error": message, "details": details or {}, "request_id": context.request_id if context else None}
     return jsonify(body), status
 
 
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(ApiError, _api_error)
-    app.register_error_handler(ModelError, _model_error)
+    app.register_error_handler(ServingError, refusal)
     app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
 
 
-def _api_error(exc: ApiError):
+def refusal(exc: ServingError, status: int | None = None):
+    """The house shape for any ServingError; a protocol may answer with its own status (V2 knows only a few)."""
     log.info("request refused: %s", exc.message, extra={"status": exc.status})
-    response, status = error_response(exc.status, exc.message, exc.details)
+    response, status = error_response(status or exc.status, exc.message, visible_details(exc))
     response.headers.update(exc.headers)
     return response, status
 
 
-def _model_error(exc: ModelError):
-    log.info("request refused: %s", exc.message, extra={"status": exc.status})
-    return error_response(exc.status, exc.message, visible_details(exc))
-
-
-def visible_details(exc: ModelError) -> dict[str, Any]:
+def visible_details(exc: ServingError) -> dict[str, Any]:
     """A load error can name files and what failed: in production only callers with the model_info scope read it."""
     from app.auth import may_see
     if isinstance(exc, ModelNotReady) and "reason" in exc.details and not may_see("model_info"):

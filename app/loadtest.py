@@ -1,4 +1,4 @@
-"""`agserve loadtest`: a bounded load generator (the seed's LoadTester, done properly).
+"""`agserve loadtest`: a bounded load generator (concurrency, duration or request count, latency percentiles).
 
 Threads, each with its own keep-alive session, send requests until the duration or the request count is reached;
 every answer is timed and counted by status (connection failures count as status 0 with their error type). The report

@@ -1,18 +1,12 @@
-"""JSON logs: one object per line, each carrying the request id; one line per request."""
+"""JSON logs: one object per line, each carrying the request id (the access line is written by app.api.hooks)."""
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import time
-import uuid
 from datetime import datetime, timezone
 
-from flask import Flask, g, has_request_context, request
-
-REQUEST_ID_HEADER = "X-Request-ID"
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+from flask import Flask, g, has_request_context
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -27,8 +21,8 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
-        if has_request_context() and "request_id" in g:
-            entry["request_id"] = g.request_id
+        if has_request_context() and "context" in g:
+            entry["request_id"] = g.context.request_id
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES})
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
@@ -53,7 +47,7 @@ class StdoutHandler(logging.StreamHandler):
 
 
 def configure_logging(app: Flask) -> None:
-    """JSON lines on stdout for the agserve loggers, and request ids on every request."""
+    """JSON lines on stdout for the agserve loggers."""
     logger = logging.getLogger("agserve")
     logger.setLevel(app.config["LOG_LEVEL"].upper())
     if not any(getattr(h, "agserve", False) for h in logger.handlers):
@@ -61,25 +55,3 @@ def configure_logging(app: Flask) -> None:
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
     logger.propagate = False
-    app.before_request(_start_request)
-    app.after_request(_finish_request)
-
-
-def _start_request() -> None:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-    g.started = time.perf_counter()
-
-
-def _finish_request(response):
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    started = g.get("started")
-    logging.getLogger("agserve.access").info(
-        "request", extra={
-            "method": request.method, "path": request.path, "status": response.status_code,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-            "model": g.get("model"), "version": g.get("version"), "rows": g.get("rows"),
-            "client": g.principal.name if g.get("principal") else None,  # key id or JWT subject, never a secret
-            "remote_addr": request.remote_addr,  # the real client's behind AGSERVE_TRUSTED_PROXIES proxies
-        })
-    return response

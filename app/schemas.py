@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.values import INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, fits_int64
+from app.values import INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES, fits_int64, parse_duration
 
 # Owner-declared bounds in schema.json: {"features": {name: {minimum, maximum, enum, max_length}}}
 BOUND_KEYS = {"minimum", "maximum", "enum", "max_length"}
@@ -217,23 +217,20 @@ class StrictSchema(Schema):
 
 
 def _duration(value: str) -> None:
-    from app.auth.keys import parse_duration
-
     try:
         parse_duration(value)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
 
 
-SCOPE_CHOICES = ("predict", "explain", "model_info", "admin", "metrics")
 
 
 class KeyRequest(StrictSchema):
     """POST /admin/keys"""
 
     owner = StrippedString(required=True, validate=validate.Length(min=1, max=200))
-    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
-                         validate=validate.Length(min=1, max=len(SCOPE_CHOICES)))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
+                         validate=validate.Length(min=1, max=len(SCOPES)))
     expires_in = fields.String(load_default=None, validate=_duration, metadata={"example": "30d"})
 
 
@@ -241,8 +238,8 @@ class TokenRequest(StrictSchema):
     """POST /admin/tokens"""
 
     sub = StrippedString(required=True, validate=validate.Length(min=1, max=200))
-    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPE_CHOICES)), required=True,
-                         validate=validate.Length(min=1, max=len(SCOPE_CHOICES)))
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
+                         validate=validate.Length(min=1, max=len(SCOPES)))
     ttl = fields.String(load_default="15m", validate=_duration)
 
 

@@ -53,3 +53,22 @@ def check_strings(document: Any) -> None:
 
 def has_lone_surrogate(text: str) -> bool:
     return _LONE_SURROGATE.search(text) is not None
+
+
+# The scopes a credential (API key or JWT) may hold; each route requires one of them.
+SCOPES = ("predict", "explain", "model_info", "admin", "metrics")
+
+DURATION = re.compile(r"([0-9]{1,12})([smhd])")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_DAYS = 3650  # ten years: a longer lifetime is a typo, and its timestamp would not fit a date
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in '90s', '15m', '12h' or '30d' (at most ten years); ValueError otherwise."""
+    match = DURATION.fullmatch(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{str(text)[:40]!r} is not a duration like 15m, 12h or 30d")
+    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION_DAYS}d")
+    return seconds

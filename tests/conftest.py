@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.values import SCOPES
 from tests.data import FEATURES, mixed_frame
 
 PROBLEMS = {
@@ -66,7 +67,7 @@ def in_process(repository_path):
     return {name: TabularPredictor.load(str(repository.get(name).predictor_path), verbosity=0) for name in PROBLEMS}
 
 
-ALL_SCOPES = ("predict", "explain", "model_info", "admin", "metrics")
+ALL_SCOPES = SCOPES
 
 
 def build_app(auth_db: Path, **overrides):

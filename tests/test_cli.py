@@ -96,13 +96,13 @@ def test_keys_and_tokens_from_the_command_line(tmp_path, repository_path):
     assert actions == ["key.revoke", "token.issue", "key.create"]
 
 
-def test_every_scope_is_named_in_the_help_and_the_readme():
+def test_every_scope_is_named_in_the_help_and_the_api_docs():
     from app.auth import SCOPES
 
     for command in (["keys", "create", "--help"], ["token", "issue", "--help"]):
         help_text = subprocess.run([str(BIN / "agserve"), *command], capture_output=True, text=True, timeout=60).stdout
         assert f"Comma-separated: {', '.join(SCOPES)}." in " ".join(help_text.split()), help_text
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "api-and-auth.md").read_text().split())
     assert ("right scope: `predict` for predictions, `explain` for explanations, `model_info` for `/models…` and "
             "`/model/info`, `admin` for `/admin/…`, `metrics` for `/metrics`") in readme
     assert f"agserve keys create --owner me --scopes {','.join(SCOPES)}" in readme

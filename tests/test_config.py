@@ -73,7 +73,12 @@ def test_cli_refuses_to_start_with_one_clear_line():
         "agserve: configuration error: AGSERVE_UNKNOWN_FIELDS must be one of raise, exclude (got 'sometimes')"]
 
 
-def test_readme_lists_every_setting():
-    readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+def test_the_configuration_page_lists_every_setting_and_is_not_stale():
+    """docs/configuration.md is generated from SETTINGS (`make docs`): a setting added, removed or reworded without
+    regenerating it fails here."""
+    from app.config import configuration_page
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", page, flags=re.MULTILINE))
     assert documented == {setting.env_name for setting in SETTINGS}
+    assert page == configuration_page(), "docs/configuration.md is stale: run `make docs`"

@@ -1,4 +1,4 @@
-"""The seed's contract through a real gunicorn with 2 workers on loopback, and how workers load models."""
+"""The original specification's contract through a real gunicorn with 2 workers on loopback, and how workers load models."""
 from __future__ import annotations
 
 import shutil

@@ -4,16 +4,17 @@ from __future__ import annotations
 import re
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from app import status
-from app.api import load_body, served_models
-from app.auth import audit, keystore, require_scope, tokens
-from app.auth.keys import parse_duration
+from app import extensions, status
+from app.api import load_body, request_context
+from app.auth import audit, require_scope
 from app.errors import ApiError
+from app.extensions import keystore, served_models, token_service
 from app.lifecycle.versions import describe_versions, promote, rollback
 from app.schemas import KeyRequest, PromoteRequest, TokenRequest
 from app.state.redis import RedisUnavailable
+from app.values import parse_duration
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_LIMIT = re.compile(r"[0-9]{1,4}")
@@ -37,7 +38,7 @@ def create_key():
 
 def _refuse_outliving_the_token(expires_at: float | None) -> None:
     """A stolen short-lived token must not be turned into a lasting key (unless AGSERVE_KEYS_MAY_OUTLIVE_TOKEN)."""
-    token_expires = g.principal.expires_at
+    token_expires = request_context().principal.expires_at
     if token_expires is None or current_app.config["KEYS_MAY_OUTLIVE_TOKEN"]:
         return
     if expires_at is None or expires_at > token_expires:
@@ -70,7 +71,7 @@ def issue_token():
     """Issue a short-lived HS256 JWT (only when an HS256 secret is configured)."""
     body = load_body(TokenRequest())
     try:
-        token, expires = tokens().issue(body["sub"], body["scopes"], parse_duration(body["ttl"]))
+        token, expires = token_service().issue(body["sub"], body["scopes"], parse_duration(body["ttl"]))
     except LookupError:
         # Configured off, not missing: 409 (the server's set-up conflicts with the request; a 5xx would read as
         # a server failure to clients and monitors) with how to turn it on.
@@ -125,7 +126,7 @@ def rollback_version(name: str):
 @require_scope("admin")
 def clear_cache():
     """Empty the prediction cache (every worker; with Redis, every replica)."""
-    cache = current_app.extensions.get("agserve.cache")
+    cache = extensions.cache()
     if cache is None:
         raise ApiError(404, "the prediction cache is off (AGSERVE_CACHE=false)")
     try:

@@ -16,8 +16,9 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify, send_from_directory
 
-from app.api import explain, served_models
+from app.api import explain
 from app.auth import ACCESS, may_see, public
+from app.extensions import served_models
 from app.schemas import (ErrorResponse, FeedbackBatch, FeedbackItem, FeedbackResponse, KeyRequest,
                          PredictionResponse, PromoteRequest, TokenRequest, json_schema)
 

@@ -6,29 +6,21 @@ base value and one contribution per input feature. `Accept: image/svg+xml` on a 
 from __future__ import annotations
 
 import re
-import threading
-from datetime import datetime, timezone
 from xml.sax.saxutils import escape
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from app.api import served_models
-from app.api.prediction import read_table
+from app.api import decode_rows, request_context
 from app.auth import require_scope
+from app.codecs import json_rows
 from app.errors import ApiError
+from app.extensions import data_plane
 from app.inference import explain
 
 bp = Blueprint("explain", __name__)
 JSON, SVG = "application/json", "image/svg+xml"
-SLOTS = "agserve.explain_slots"
 TOP = re.compile(r"[0-9]{1,5}")
 TOP_MAX = 10_000  # far above any model's feature count; keeps the parameter bounded like every other
-
-
-@bp.record_once
-def _make_slots(state) -> None:
-    # Per worker: explanations past the limit are refused at once, never queued in front of predictions.
-    state.app.extensions[SLOTS] = threading.BoundedSemaphore(state.app.config["EXPLAIN_CONCURRENCY"])
 
 
 @bp.post("/explain")
@@ -46,37 +38,24 @@ def explain_named(name: str):
 
 
 def _explain(name: str | None):
-    model = served_models().get(name)
-    g.model, g.version = model.name, model.version
+    """Decode → data plane → encode, as predictions (the same bodies), with an SVG answer for one row."""
+    plane, context = data_plane(), request_context()
+    model = plane.resolve(name, context)
     all_classes, top = _options()
     answer_type = request.accept_mimetypes.best_match([JSON, SVG], default=JSON)
-    table = read_table(model, current_app.config["EXPLAIN_MAX_ROWS"])
+    table = decode_rows(model, current_app.config["EXPLAIN_MAX_ROWS"])
     if answer_type == SVG and table.n != 1:
         raise ApiError(422, "an SVG waterfall explains exactly one row", {"rows": table.n})
-    slots = current_app.extensions[SLOTS]
-    if not slots.acquire(blocking=False):
-        raise ApiError(503, "explanations are at their concurrency limit in this worker; retry shortly",
-                       {"limit": current_app.config["EXPLAIN_CONCURRENCY"]}, headers={"Retry-After": "1"})
-    try:
-        full = explain.explain_table(model, table, current_app.config["EXPLAIN_PERMUTATIONS"],
-                                     current_app.extensions.get("agserve.cache"))
-    finally:
-        slots.release()
-    g.rows = table.n
+    permutations = current_app.config["EXPLAIN_PERMUTATIONS"]
+    full = plane.explain(name, table, context, permutations)
     rows = [explain.shape(model, row, all_classes, top) for row in full]
     if answer_type == SVG:
         response = current_app.response_class(waterfall(model.name, rows[0]), mimetype=SVG)
         response.headers["X-Model-Name"], response.headers["X-Model-Version"] = model.name, model.version
         return response
-    return jsonify({
-        "explanations": rows,
-        "method": {"name": "permutation Shapley values (antithetic)",
-                   "permutations": current_app.config["EXPLAIN_PERMUTATIONS"],
-                   "background_rows": model.manifest["background"]["rows"]},
-        "model_info": model.info,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "request_id": g.request_id,
-    })
+    return jsonify(json_rows.answer(model, context, explanations=rows, method={
+        "name": "permutation Shapley values (antithetic)", "permutations": permutations,
+        "background_rows": model.manifest["background"]["rows"]}))
 
 
 def _options() -> tuple[bool, int | None]:
@@ -88,7 +67,8 @@ def _options() -> tuple[bool, int | None]:
         return classes == "all", None
     # ASCII digits only: str.isdigit() also admits '²', which int() refuses, and long digit strings are refused by int()
     if not TOP.fullmatch(top) or not 1 <= int(top) <= TOP_MAX:
-        raise ApiError(422, f"top must be an integer from 1 to {TOP_MAX}", {"top": [f"Not an integer from 1 to {TOP_MAX}."]})
+        raise ApiError(422, f"top must be an integer from 1 to {TOP_MAX}",
+                       {"top": [f"Not an integer from 1 to {TOP_MAX}."]})
     return classes == "all", int(top)
 
 

@@ -9,8 +9,8 @@ import os
 
 from flask import Blueprint, current_app, jsonify
 
-from app.api import served_models
 from app.auth import may_see, public
+from app.extensions import served_models
 
 bp = Blueprint("health", __name__)
 
@@ -18,7 +18,8 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 @public
 def health():
-    """Seed-compatible health: status, model_loaded and the default model's info; 503 until ready."""
+    """Health as the original specification defined it: status, model_loaded and the default model's info; 503
+    until ready."""
     registry = served_models()
     body = {"status": "healthy" if registry.ready else "unhealthy", "model_loaded": registry.ready,
             "model_info": None}

@@ -5,8 +5,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from app.api import served_models
 from app.auth import require_scope
+from app.extensions import served_models
 from app.inference.served import ServedModel
 from app.schemas import json_schema
 
@@ -24,7 +24,7 @@ def list_models():
 @bp.get("/model/info")
 @require_scope("model_info")
 def default_model_info():
-    """Metadata of the default model (the seed's /model/info)."""
+    """Metadata of the default model (GET /model/info of the original specification's contract)."""
     return jsonify(describe(served_models().get(None)))
 
 

@@ -15,14 +15,15 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from app.api import parse_json, request_body, served_models
-from app.api.prediction import check_column_count, predict_and_record
+from app.api import request_context
 from app.auth import public, require_scope
-from app.errors import ApiError
-from app.inference.errors import ModelError, ModelNotFound
-from app.inference.served import CLASSIFICATION, ServedModel
+from app.codecs.envelope import check_columns, check_rows, parse_json, request_body
+from app.errors import ApiError, refusal
+from app.extensions import data_plane, served_models
+from app.inference.errors import ServingError
+from app.inference.served import CLASSIFICATION, Prediction, ServedModel
 from app.inference.tables import Table
 from app.values import NAME_MAX
 
@@ -35,14 +36,10 @@ ACCEPTED = {"FP64": {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", 
 V2_STATUS = {413: 400, 415: 400, 422: 400}  # the protocol knows 400, 404 and 503
 
 
-@bp.errorhandler(ApiError)
-@bp.errorhandler(ModelError)
-def _protocol_status(error):
+@bp.errorhandler(ServingError)
+def _protocol_status(error: ServingError):
     """The house error shape with the protocol's status: 400 for anything wrong with the request."""
-    from app.errors import _api_error, visible_details
-    details = visible_details(error) if isinstance(error, ModelError) else error.details
-    return _api_error(ApiError(V2_STATUS.get(error.status, error.status), error.message, details,
-                               getattr(error, "headers", None)))
+    return refusal(error, V2_STATUS.get(error.status, error.status))
 
 
 @bp.get("")
@@ -97,16 +94,12 @@ def model_ready(name: str, version: str | None = None):
 @require_scope("predict")
 def infer(name: str, version: str | None = None):
     """Inference: one input tensor per feature; outputs `predictions` and `proba_<label>`."""
-    model = _model(name, version)
-    g.model, g.version = model.name, model.version
-    body = _read_request()
-    table = _table(model, body.get("inputs"), current_app.config["MAX_ROWS"])
-    result = predict_and_record(model, table)
-    wanted = _requested_outputs(model, body.get("outputs"))
-    answer = {"model_name": model.name, "model_version": model.version, "outputs": _outputs(model, result, wanted)}
-    if "id" in body:
-        answer["id"] = body["id"]
-    return jsonify(answer)
+    plane, context = data_plane(), request_context()
+    model = plane.resolve(name, context, version)
+    document = _read_request()
+    table = decode_inputs(model, document.get("inputs"), current_app.config["MAX_ROWS"])
+    result = plane.infer(name, table, context)
+    return jsonify(encode_response(model, result, document))
 
 
 # --- the tabular convention -------------------------------------------------------------------------------------
@@ -135,10 +128,7 @@ def outputs_of(model: ServedModel) -> list[dict[str, Any]]:
 
 
 def _model(name: str, version: str | None) -> ServedModel:
-    model = served_models().get(name)
-    if version is not None and version != model.version:
-        raise ModelNotFound(f"model {name!r} version {version!r} is not served")
-    return model
+    return served_models().get(name, version)
 
 
 def _read_request() -> dict[str, Any]:
@@ -156,9 +146,10 @@ def _read_request() -> dict[str, Any]:
     return document
 
 
-def _table(model: ServedModel, inputs: list[Any], max_rows: int) -> Table:
+def decode_inputs(model: ServedModel, inputs: list[Any], max_rows: int) -> Table:
+    """The request's input tensors (one per feature) as a table; 400 for anything the convention refuses."""
     kinds = {f["name"]: f["kind"] for f in model.features}
-    check_column_count(len(inputs), model.max_columns)
+    check_columns(len(inputs), model.max_columns)
     columns: dict[str, list[Any]] = {}
     rows = None
     for tensor in inputs:
@@ -175,8 +166,7 @@ def _table(model: ServedModel, inputs: list[Any], max_rows: int) -> Table:
         values = _tensor_values(tensor, DATATYPES[kinds[name]])
         if rows is None:
             rows = len(values)
-            if rows > max_rows:
-                raise ApiError(400, f"too many rows: {rows} (at most {max_rows})", {"max_rows": max_rows})
+            check_rows(rows, max_rows, status=400)
         elif len(values) != rows:
             raise ApiError(400, f"input {name!r} has {len(values)} rows, the others {rows}")
         columns[name] = values
@@ -238,7 +228,16 @@ def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     return names
 
 
-def _outputs(model: ServedModel, result, wanted: list[str]) -> list[dict[str, Any]]:
+def encode_response(model: ServedModel, result: Prediction, document: dict[str, Any]) -> dict[str, Any]:
+    """The inference response: the outputs the request asked for (all by default), and its id if it gave one."""
+    wanted = _requested_outputs(model, document.get("outputs"))
+    answer = {"model_name": model.name, "model_version": model.version, "outputs": _outputs(model, result, wanted)}
+    if "id" in document:
+        answer["id"] = document["id"]
+    return answer
+
+
+def _outputs(model: ServedModel, result: Prediction, wanted: list[str]) -> list[dict[str, Any]]:
     n = len(result.predictions)
     described = {o["name"]: o for o in outputs_of(model)}
     tensors = {}

@@ -10,12 +10,13 @@ from typing import Any, Callable, Mapping
 
 from flask import Flask, current_app, g, request
 
+from app import extensions
 from app.auth.keys import KeyStore
 from app.auth.tokens import TokenRefused, TokenService, scopes_of
 from app.config import ConfigError
 from app.errors import ApiError
-
-SCOPES = ("predict", "explain", "model_info", "admin", "metrics")
+from app.extensions import keystore, token_service
+from app.values import SCOPES
 ACCESS = "_agserve_access"  # attribute naming a view's access rule: "public" or a scope
 
 
@@ -61,7 +62,7 @@ def require_scope(scope: str) -> Callable[[Callable], Callable]:
 def limit_rate(principal: Principal, scope: str) -> None:
     """429 with Retry-After once the credential has used up its requests for this scope's window."""
     limit = current_app.config[f"RATE_LIMIT_{scope.upper()}"]
-    limiter = current_app.extensions.get("agserve.ratelimiter")
+    limiter = extensions.rate_limiter()
     if limit is None or limiter is None:
         return
     decision = limiter.hit(f"{scope}:{principal.name}", limit)
@@ -93,13 +94,13 @@ def authenticate() -> Principal:
             principal = Principal("key", record.id, frozenset(record.scopes)) if record else None
         elif token:
             try:
-                claims = tokens().verify(token)
+                claims = token_service().verify(token)
                 principal = Principal("jwt", str(claims["sub"]), scopes_of(claims), float(claims["exp"]))
             except TokenRefused as refused:
                 refusal = str(refused)
     if principal is None:
         raise _unauthorized(refusal)
-    g.principal = principal
+    g.context.principal = principal
     return principal
 
 
@@ -120,18 +121,10 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="agserve"'})
 
 
-def keystore() -> KeyStore:
-    return current_app.extensions["agserve.keys"]
-
-
-def tokens() -> TokenService:
-    return current_app.extensions["agserve.tokens"]
-
-
 def init_app(app: Flask) -> None:
-    app.extensions["agserve.keys"] = KeyStore(app.extensions["agserve.db"], app.config["KEY_PEPPER"],
-                                              app.config["KEY_CACHE_SECONDS"], app.config["KEY_GRACE_SECONDS"])
-    app.extensions["agserve.tokens"] = TokenService.from_settings(app.config)
+    app.extensions[extensions.KEYS] = KeyStore(extensions.database(app), app.config["KEY_PEPPER"],
+                                               app.config["KEY_CACHE_SECONDS"], app.config["KEY_GRACE_SECONDS"])
+    app.extensions[extensions.TOKENS] = TokenService.from_settings(app.config)
     app.before_request(_deny_undeclared_views)
 
 
@@ -187,5 +180,5 @@ def request_source() -> str:
 
 def audit(action: str, target: str | None = None, **detail: Any) -> None:
     """Record an admin action: who (the principal), what, when, from where."""
-    principal: Principal | None = g.get("principal")
+    principal: Principal | None = g.context.principal
     keystore().audit(principal.name if principal else "anonymous", action, target, request_source(), detail)

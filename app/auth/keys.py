@@ -220,19 +220,3 @@ def _iso(moment: float | None) -> str | None:
     if moment is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-
-
-DURATION = re.compile(r"([0-9]{1,12})([smhd])")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DURATION_DAYS = 3650  # ten years: a longer lifetime is a typo, and its timestamp would not fit a date
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in '90s', '15m', '12h' or '30d' (at most ten years); ValueError otherwise."""
-    match = DURATION.fullmatch(str(text).strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{str(text)[:40]!r} is not a duration like 15m, 12h or 30d")
-    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
-    if seconds > MAX_DURATION_DAYS * 86400:
-        raise ValueError(f"{text!r} is longer than {MAX_DURATION_DAYS}d")
-    return seconds

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -75,12 +76,9 @@ class ModelRegistry:
         for name in names:
             self.slots.setdefault(name, Slot(name))
 
-    def load_all(self, settings: Mapping[str, Any]) -> None:
-        """Load every served model at its active version; failures are recorded on the slot, never raised."""
-        self.refresh(settings)
-
     def refresh(self, settings: Mapping[str, Any]) -> None:
-        """Bring every slot to its model's active version; the version serving keeps serving until then."""
+        """Bring every slot to its model's active version (at start-up: load every served model); the version
+        serving keeps serving until then, and a failure is recorded on the slot, never raised."""
         with self._lock:
             self._discover()
             loaded = False
@@ -130,8 +128,8 @@ class ModelRegistry:
     def watch(self, settings: Mapping[str, Any], interval: float) -> threading.Thread:
         """Refresh every interval seconds in a daemon thread of this worker."""
         def loop() -> None:
-            stop = threading.Event()
-            while not stop.wait(interval):
+            while True:  # a daemon thread: it ends with the worker
+                time.sleep(interval)
                 try:
                     self.refresh(settings)
                 except DatabaseUnavailable as exc:  # the version serving keeps serving; try again next time
@@ -152,8 +150,9 @@ class ModelRegistry:
             return f"no model with an active version in the repository at {self.repository.root}"
         return "; ".join(f"{s.name}: {s.error or s.status}" for s in self.slots.values() if s.model is None)
 
-    def get(self, name: str | None = None) -> ServedModel:
-        """The served model called name (the default when None); 404 if not served, 503 if not ready."""
+    def get(self, name: str | None = None, version: str | None = None) -> ServedModel:
+        """The served model called name (the default when None), at version if one is given; 404 if not served
+        (or not at that version), 503 if not ready."""
         if name is None and not self.default_name:
             raise ModelNotFound("no default model: choose one with `agserve models default NAME` or "
                                 "AGSERVE_DEFAULT_MODEL, or call /models/<name>/predict")
@@ -166,6 +165,8 @@ class ModelRegistry:
         model = slot.model
         if model is None:
             raise ModelNotReady(f"model {name!r} is not ready", {"status": slot.status, "reason": slot.error})
+        if version is not None and version != model.version:
+            raise ModelNotFound(f"model {name!r} version {version!r} is not served")
         return model
 
     def status(self) -> dict[str, dict[str, Any]]:

@@ -13,9 +13,8 @@ from app import metrics
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
-                                  frame_from_columns, merge_columns, table_from_records, take_rows)
+                                  frame_from_columns, merge_columns, table_from_records)
 from app.schemas import messages_of, validate_rows
-from app.state.cache import row_keys
 
 CLASSIFICATION = ("binary", "multiclass")
 
@@ -56,6 +55,22 @@ class Prediction:
         return Prediction(self.predictions[start:stop], probabilities, self.columns)
 
 
+class DirectTicket:
+    """The batcher's ticket for a model served without batching: submit predicts at once, in this thread."""
+
+    def __init__(self, predict_parts):
+        self._predict_parts = predict_parts
+
+    def __enter__(self) -> "DirectTicket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def submit(self, columns: dict[str, Any], n: int) -> Prediction:
+        return self._predict_parts([columns], [n])[0]
+
+
 class MaskedRows(dict):
     """Columns of an explanation's masked rows: predicted like any rows, never counted as predictions."""
 
@@ -85,7 +100,7 @@ class ServedModel:
 
     @property
     def info(self) -> dict[str, Any]:
-        """The seed's model_info block: which model answered."""
+        """The model_info block of every answer: which model answered."""
         return {"name": self.name, "version": self.version, "problem_type": self.problem_type,
                 "eval_metric": self.manifest["eval_metric"]}
 
@@ -118,45 +133,22 @@ class ServedModel:
             pass  # marshmallow decides outside the handler, so its refusal does not keep the fast path's columns
         return columns_from_rows(self.validate(table.rows()), self.feature_names)
 
-    def predict_table(self, table: Table, cache=None) -> Prediction:
-        """Validate, answer cached rows from the cache, and predict the rest in one model call (shared with
-        concurrent requests when batching)."""
-        if self.batcher is None:
-            columns = self.validate_table(table)
-            result = self._through_cache(columns, table.n, cache,
-                                         lambda part, n: self._predict_parts([part], [n])[0])
-        else:
-            with self.batcher.ticket() as ticket:  # leaving it unsubmitted (every row cached) withdraws it
-                columns = self.validate_table(table)
-                result = self._through_cache(columns, table.n, cache, ticket.submit)
-        result.inputs = columns
-        return result
-
-    def _through_cache(self, columns: dict[str, Any], n: int, cache, predict) -> Prediction:
-        if cache is None or n > self.cache_max_rows:
-            return predict(columns, n)
-        keys = row_keys(self.cache_namespace, columns, self.feature_names, n)
-        found = cache.get_many(keys)
-        missing = [i for i, entry in enumerate(found) if entry is None]
-        metrics.observe_cache(self.name, n - len(missing), len(missing))
-        if missing:
-            part = columns if len(missing) == n else take_rows(columns, missing)
-            fresh = predict(part, len(missing))
-            cache.set_many({keys[i]: fresh.row(j) for j, i in enumerate(missing)})
-            for j, i in enumerate(missing):
-                found[i] = fresh.row(j)
-        return Prediction.from_rows(found)
-
-    def predict_columns(self, columns: dict[str, Any], n: int) -> Prediction:
-        """Predict validated columns through the batcher (no cache)."""
-        if self.batcher is None:
-            return self._predict_parts([columns], [n])[0]
-        with self.batcher.ticket() as ticket:
-            return ticket.submit(columns, n)
+    def admission(self):
+        """A ticket to the batcher, taken before validating so concurrent requests wait for each other; without
+        batching, one that predicts in this thread. Leaving its with-block unsubmitted withdraws it."""
+        return self.batcher.ticket() if self.batcher is not None else DirectTicket(self._predict_parts)
 
     def predict(self, rows: list[Any]) -> Prediction:
-        """Predict a list of row objects."""
-        return self.predict_table(table_from_records(rows, self.feature_names))
+        """Validate and predict row objects as a request would, without the data plane's cache, log and monitoring
+        (the validation gate's stability and latency checks)."""
+        table = table_from_records(rows, self.feature_names)
+        with self.admission() as ticket:
+            return ticket.submit(self.validate_table(table), table.n)
+
+    def predict_columns(self, columns: dict[str, Any], n: int) -> Prediction:
+        """Predict validated columns through the batcher (no cache, no log: explanations' masked rows)."""
+        with self.admission() as ticket:
+            return ticket.submit(columns, n)
 
     def frame(self, columns: dict[str, Any]) -> pd.DataFrame:
         return frame_from_columns(columns, self._kinds)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def init_app(app: "Flask") -> None:
+    from app import extensions
     from app.state.cache import LocalCache, RedisCache
     from app.state.ratelimit import LocalLimiter, RedisLimiter
 
@@ -25,12 +26,12 @@ def init_app(app: "Flask") -> None:
         from app.state.redis import RedisLink
 
         link = RedisLink(config["REDIS_URL"], config["REDIS_TIMEOUT"])
-        app.extensions["agserve.redis"] = link
-        app.extensions["agserve.ratelimiter"] = RedisLimiter(link, local_limiter)
+        app.extensions[extensions.REDIS] = link
+        app.extensions[extensions.RATE_LIMITER] = RedisLimiter(link, local_limiter)
         if config["CACHE"]:
             cache = RedisCache(link, config["CACHE_TTL_SECONDS"], config["CACHE_SECRET"])
     else:
-        app.extensions["agserve.ratelimiter"] = local_limiter
+        app.extensions[extensions.RATE_LIMITER] = local_limiter
         if config["CACHE"]:
             cache = LocalCache(config["CACHE_MAX_ROWS"], config["CACHE_TTL_SECONDS"], state_dir / "cache.generation")
-    app.extensions["agserve.cache"] = cache
+    app.extensions[extensions.CACHE] = cache

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from app.extensions import data_plane
 from tests.conftest import build_app, client_with_key
 from tests.data import FEATURES, to_records
 
@@ -140,7 +141,7 @@ def test_unexpected_failure_is_500_with_the_request_id_logged(app, client, good_
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(model, "predict_frame", explode)
-    monkeypatch.setitem(app.extensions, "agserve.cache", None)  # the row must reach the exploding model
+    monkeypatch.setattr(data_plane(app), "cache", None)  # the row must reach the exploding model
     response = client.post("/predict", json={"data": [good_row]}, headers={"X-Request-ID": "boom-42"})
 
     body = check_error(response, 500)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.api.explain import SLOTS
 from app.inference import ModelLoadError, ModelRepository
+from app.extensions import data_plane
 from app.inference.explain import BACKGROUND_FILE
 from tests.conftest import build_app, client_with_key
 
@@ -177,7 +177,7 @@ def test_explain_scope_rate_limit_and_concurrency_limit(app):
     assert predict_only.post("/predict", json={"data": row}).status_code == 200
 
     client = client_with_key(app, ("explain",))
-    slots = app.extensions[SLOTS]
+    slots = data_plane(app).explain_slots
     slots.acquire()  # EXPLAIN_CONCURRENCY=1: one explanation already running in this worker
     try:
         busy = client.post("/explain", json={"data": row})

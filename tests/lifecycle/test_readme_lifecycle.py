@@ -1,5 +1,5 @@
-"""The README's "From a CSV to production" commands, taken from the README and run as written on a fresh name,
-so the documented lifecycle cannot drift from what works."""
+"""The "From a CSV to production" commands of docs/lifecycle.md (moved there from the README), taken from the page
+and run as written on a fresh name, so the documented lifecycle cannot drift from what works."""
 from __future__ import annotations
 
 import os
@@ -18,15 +18,15 @@ from tests.servers import ROOT, server_env
 
 
 def readme_lifecycle_commands() -> list[str]:
-    """The lines of the first bash block after the README's "From a CSV to production" heading."""
-    readme = (ROOT / "README.md").read_text()
+    """The lines of the first bash block after docs/lifecycle.md's "From a CSV to production" heading."""
+    readme = (ROOT / "docs" / "lifecycle.md").read_text()
     section = readme.split("\n## From a CSV to production\n", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL).group(1)
     return [line for line in block.splitlines() if line.strip()]
 
 
 def churn_csv(path) -> pd.DataFrame:
-    """A small churn table with a clear rule, so the README's accuracy threshold holds."""
+    """A small churn table with a clear rule, so the documented accuracy threshold holds."""
     rng = np.random.default_rng(7)
     n = 300
     frame = pd.DataFrame({"tenure": rng.integers(1, 72, n), "contract": rng.choice(["monthly", "yearly"], n),
@@ -41,7 +41,7 @@ def test_the_readme_lifecycle_runs_as_written_on_a_fresh_name(tmp_path):
     assert [c.split()[:3] for c in commands][:3] == [[".venv/bin/agserve", "models", "train"],
                                                      [".venv/bin/agserve", "models", "validate"],
                                                      [".venv/bin/agserve", "models", "promote"]]
-    os.symlink(sys.prefix, tmp_path / ".venv")  # the README's .venv/bin/agserve, from a checkout
+    os.symlink(sys.prefix, tmp_path / ".venv")  # the page's .venv/bin/agserve, from a checkout
     frame = churn_csv(tmp_path / "churn.csv")
     repository, auth_db = tmp_path / "models", tmp_path / "auth.sqlite3"
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(auth_db))

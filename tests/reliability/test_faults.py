@@ -1,5 +1,7 @@
 """Fault scenarios against a real 2-worker gunicorn under load on loopback. Each records its figures in
-test-artifacts/reliability/<scenario>.json; `make reliability` runs them and writes RELIABILITY.md from those files."""
+test-artifacts/reliability/<scenario>.json; `make reliability` runs them and writes RELIABILITY.md from those files.
+They take minutes (five of them the sustained load), so they are soaks: `make soak` runs them, `make test` does not,
+and CI (.ci/run) runs both."""
 from __future__ import annotations
 
 import json
@@ -20,6 +22,7 @@ import requests
 from tests.data import FEATURES, mixed_frame, to_records
 from tests.servers import ROOT, eventually, gunicorn, wait_until
 
+pytestmark = pytest.mark.soak
 FIGURES = ROOT / "test-artifacts" / "reliability"
 BODY = json.dumps({"data": to_records(mixed_frame(n=1, seed=5)[FEATURES])})
 THREADS = 8  # the load's concurrency: at most this many requests are ever in flight

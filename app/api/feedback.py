@@ -5,12 +5,14 @@ import logging
 import sqlite3
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, current_app, jsonify
 from marshmallow import ValidationError
 
-from app.api import read_json, served_models
+from app import extensions
+from app.api import read_json, request_context
 from app.auth import require_scope
 from app.errors import ApiError
+from app.extensions import served_models
 from app.monitoring.quality import BadOutcome, parse_actual
 from app.schemas import FeedbackBatch, FeedbackItem, messages_of
 
@@ -19,7 +21,7 @@ log = logging.getLogger("agserve.monitoring")
 
 
 def monitor():
-    found = current_app.extensions.get("agserve.monitor")
+    found = extensions.monitor()
     if found is None:
         raise ApiError(404, "monitoring is off on this server (AGSERVE_MONITORING=false)")
     return found
@@ -54,9 +56,10 @@ def feedback():
     except sqlite3.Error:  # disk full, or the store locked past its timeout: the traceback stays in the log
         log.exception("feedback could not be stored")
         raise ApiError(503, "the monitoring store cannot be written now; nothing was stored, retry later") from None
-    g.rows = len(outcomes)
+    context = request_context()
+    context.rows = len(outcomes)
     return jsonify({"accepted": len(outcomes), "prediction_ids": [o[0] for o in outcomes],
-                    "request_id": g.request_id})
+                    "request_id": context.request_id})
 
 
 def _feedback_items(document: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,116 @@
+"""CSV: a body with a header row into a Table (checked before pandas reads a row); answers as CSV rows."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+
+import pandas as pd
+
+from app.codecs.envelope import check_columns, check_rows, require_rows
+from app.errors import ApiError
+from app.inference.served import Prediction, ServedModel
+from app.inference.tables import Table, check_names, table_from_csv
+from app.values import NAME_MAX
+
+CELL_ENDS = (b",", b"\n", b"\r")
+
+
+def decode(body: bytes, model: ServedModel, max_rows: int) -> Table:
+    """The rows of a CSV body with a header row; the row limit is checked as pandas stops one row past it."""
+    table = _frame_table(body, model, max_rows)
+    check_rows(table.n, max_rows, counted=False)
+    return require_rows(table)
+
+
+def _frame_table(body: bytes, model: ServedModel, max_rows: int) -> Table:
+    names = _csv_header(body, model)
+    _check_cell_bytes(body, model.max_cell_bytes)
+    nul = body.find(b"\x00")
+    if nul >= 0:  # pandas' parser would end the cell there and drop the rest without a word
+        line = body.count(b"\n", 0, nul) + 1
+        raise ApiError(422, f"the CSV body holds a NUL character (line {line}); CSV cells cannot carry one",
+                       {"data": [f"NUL character on line {line}."]})
+    numeric = {f["name"]: "float64" for f in model.features if f["kind"] == "numeric"}
+    # Integer features stay text until validated: float64 would round values past 2**53 without a word.
+    # round_trip: pandas' default float parser is off by one ulp on about a third of 17-digit values
+    options = dict(keep_default_na=False, na_values=[""], encoding="utf-8", encoding_errors="strict",
+                   float_precision="round_trip", nrows=max_rows + 1,
+                   usecols=[name for name in names if name in model.feature_names])
+    try:
+        try:  # numeric features parsed by pandas at C speed; any odd cell sends the whole body to the text path
+            frame = pd.read_csv(io.BytesIO(body), dtype=defaultdict(lambda: str, numeric), **options)
+        except ValueError:
+            frame = pd.read_csv(io.BytesIO(body), dtype=str, **options)
+    except pd.errors.EmptyDataError:
+        raise ApiError(422, "the CSV body has no header row", {"data": ["Missing data for required field."]}) from None
+    except (ValueError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, "request body is not valid UTF-8 CSV", {"reason": type(exc).__name__}) from None
+    return table_from_csv(frame)
+
+
+def _csv_header(body: bytes, model: ServedModel) -> list[str]:
+    """The header's column names, checked (count, then names) before pandas reads a single row: a header of a
+    million columns costs a scan of its first line, not a million-column frame."""
+    ends = [i for i in (body.find(b"\n"), body.find(b"\r")) if i >= 0]
+    end = min(ends) if ends else len(body)
+    check_columns(body.count(b",", 0, end) + 1, model.max_columns)  # quoted commas count too: an upper bound
+    if end > model.max_columns * (NAME_MAX + 3):  # every name at most NAME_MAX, quoted, plus a comma
+        raise ApiError(413, f"the CSV header is longer than {model.max_columns * (NAME_MAX + 3)} bytes",
+                       {"max_columns": model.max_columns})
+    line = body[:end]
+    try:
+        names = next(csv.reader([line.decode("utf-8-sig")]), [])
+    except (ValueError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
+        raise ApiError(400, "request body is not valid UTF-8 CSV", {"reason": type(exc).__name__}) from None
+    if not names:
+        raise ApiError(422, "the CSV body has no header row", {"data": ["Missing data for required field."]})
+    check_names(names, model.feature_names, model.unknown_fields, model.missing_features)
+    return names
+
+
+def _check_cell_bytes(body: bytes, limit: int) -> None:
+    """422 when a run of bytes without comma or line break (it lies inside one cell) is longer than any value the
+    model accepts, found with a few memchr calls before pandas copies a 32 MiB cell. A quoted cell holding commas
+    escapes this check and meets the per-kind lengths after parsing."""
+    start = _long_run(body, limit)
+    if start is not None:
+        line = body.count(b"\n", 0, start) + 1
+        raise ApiError(422, f"a CSV cell on line {line} is longer than {limit} bytes, more than any feature accepts",
+                       {"data": [f"Cell longer than {limit} bytes on line {line}."], "max_cell_bytes": limit})
+
+
+def _long_run(body: bytes, limit: int) -> int | None:
+    """Where a run of more than limit bytes free of CELL_ENDS starts, or None. Such a run holds a whole block of
+    limit // 2 bytes, so only blocks without any delimiter are looked at more closely, within limit bytes."""
+    step = max(1, limit // 2)
+    for block in range(0, len(body), step):
+        stop = min(block + step, len(body))
+        if any(body.find(end, block, stop) >= 0 for end in CELL_ENDS):
+            continue
+        left = max(body.rfind(end, max(0, block - limit), block) for end in CELL_ENDS)
+        if left < 0 and block > limit:
+            return block - limit
+        rights = [i for i in (body.find(end, stop, stop + limit + 1) for end in CELL_ENDS) if i >= 0]
+        right = min(rights) if rights else min(len(body), stop + limit + 1)
+        if right - left - 1 > limit:
+            return left + 1
+    return None
+
+
+def encode(result: Prediction) -> str:
+    """Rows of `prediction` and, for classifiers, `proba_<class>` (quantiles: `quantile_<level>`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if result.probabilities is not None:
+        writer.writerow(["prediction"] + [f"proba_{c}" for c in result.columns])
+        writer.writerows([label, *probs.values()] for label, probs in zip(result.predictions,
+                                                                           result.probabilities))
+    elif result.columns is not None:
+        writer.writerow([f"quantile_{level}" for level in result.columns])
+        writer.writerows(list(row.values()) for row in result.predictions)
+    else:
+        writer.writerow(["prediction"])
+        writer.writerows([value] for value in result.predictions)
+    return buffer.getvalue()
+

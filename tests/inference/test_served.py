@@ -1,0 +1,72 @@
+"""ServedModel and ModelRegistry without HTTP: the registry's look-ups and refusals, and a served version's own
+prediction path against AutoGluon's in-process answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.config import load_settings
+from app.inference import ModelNotFound, ModelNotReady, ModelRegistry, ModelRepository
+from app.inference.served import DirectTicket
+from app.inference.tables import SlowPath, table_from_records
+from tests.data import FEATURES, to_records
+
+
+@pytest.fixture(scope="module")
+def registry(repository_path):
+    settings = load_settings(environ={}, overrides={"ENV": "testing", "BATCHING": False})
+    found = ModelRegistry(ModelRepository(repository_path), names=("multiclass", "quantile"), default="multiclass")
+    found.refresh(settings)
+    assert found.ready, found.not_ready_reason()
+    return found
+
+
+def test_the_registry_resolves_names_the_default_and_versions(registry):
+    assert registry.get(None) is registry.get("multiclass") is registry.get("multiclass", "1")
+    with pytest.raises(ModelNotFound, match="'binary' is not served"):
+        registry.get("binary")  # in the repository, but not among the names served
+    with pytest.raises(ModelNotFound, match="version '2' is not served"):
+        registry.get("quantile", "2")
+    assert registry.status()["quantile"]["status"] == "ready"
+
+
+def test_a_slot_without_a_loaded_version_is_not_ready(repository_path):
+    empty = ModelRegistry(ModelRepository(repository_path), names=("binary",), default="binary")  # never refreshed
+    with pytest.raises(ModelNotReady) as refused:
+        empty.get(None)
+    assert refused.value.status == 503 and not empty.ready
+    several = ModelRegistry(ModelRepository(repository_path), names=("binary", "quantile"))
+    assert several.default_name == ModelRepository(repository_path).default_model() != ""  # the recorded default
+
+
+def test_a_served_version_predicts_as_autogluon_does(registry, dataset, in_process):
+    _, test = dataset
+    frame = test[FEATURES].iloc[:8]
+    classifier, quantile = registry.get("multiclass"), registry.get("quantile")
+    assert isinstance(classifier.admission(), DirectTicket)  # batching off: predicted in the caller's thread
+    answer = classifier.predict(to_records(frame))
+    assert answer.predictions == in_process["multiclass"].predict(frame).tolist()
+    expected = in_process["multiclass"].predict_proba(frame)
+    assert np.allclose([[row[c] for c in expected.columns.astype(str)] for row in answer.probabilities],
+                       expected.to_numpy(), atol=1e-12)
+    levels = quantile.predict(to_records(frame))
+    assert np.allclose([list(row.values()) for row in levels.predictions],
+                       in_process["quantile"].predict(frame).to_numpy(), atol=1e-9)
+    assert levels.columns == ["0.1", "0.5", "0.9"] and levels.probabilities is None
+
+
+def test_validation_takes_the_fast_path_or_marshmallow_with_the_same_columns(registry, dataset):
+    _, test = dataset
+    rows = to_records(test[FEATURES].iloc[:5])
+    model = registry.get("multiclass")
+    fast = model.validate_table(table_from_records(rows, FEATURES))
+    first = next(i for i, row in enumerate(rows) if row["num"] is not None)
+    mixed = [dict(row, num=str(row["num"])) if i == first else row for i, row in enumerate(rows)]
+    with pytest.raises(SlowPath):  # a column of numbers and numeric text: the fast path does not vouch for it
+        model._columns.convert(table_from_records(mixed, FEATURES))
+    slow = model.validate_table(table_from_records(mixed, FEATURES))
+    for name in FEATURES:
+        left = fast[name].tolist() if isinstance(fast[name], np.ndarray) else list(fast[name])
+        right = slow[name].tolist() if isinstance(slow[name], np.ndarray) else list(slow[name])
+        assert [None if isinstance(v, float) and np.isnan(v) else v for v in left] == \
+            [None if isinstance(v, float) and np.isnan(v) else v for v in right], name
