@@ -304,7 +304,11 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
             raw[key] = (value, key)
     raw["ENV"] = (env_name, "AGSERVE_ENV")
 
-    return {name: _parse(_BY_NAME[name], value, source) for name, (value, source) in raw.items()}
+    settings = {name: _parse(_BY_NAME[name], value, source) for name, (value, source) in raw.items()}
+    if settings["MONITOR_DB"] and settings["DATABASE_URL"]:  # a file per machine would split the fleet's monitoring
+        raise ConfigError("AGSERVE_MONITOR_DB is for one machine: with AGSERVE_DATABASE_URL set, monitoring lives in "
+                          "that database, shared by every replica (unset AGSERVE_MONITOR_DB)")
+    return settings
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:

@@ -6,7 +6,6 @@ from collections import deque
 from typing import Any, Iterable, Mapping
 
 from app import metrics
-from app.config import ConfigError
 from app.db import Database, sqlite_file
 from app.monitoring.alerts import AlertConfig, Evaluator, Observation, Rule, run_evaluator
 from app.monitoring.collector import Collector, window_summary
@@ -22,9 +21,6 @@ def monitoring_database(settings: Mapping[str, Any], database: Database) -> Data
     """The main database; on one machine, AGSERVE_MONITOR_DB may name a SQLite file of its own instead."""
     if not settings["MONITOR_DB"]:
         return database
-    if settings["DATABASE_URL"]:
-        raise ConfigError("AGSERVE_MONITOR_DB is for one machine: with AGSERVE_DATABASE_URL set, monitoring lives in "
-                          "that database so that every replica shares it (unset AGSERVE_MONITOR_DB)")
     return sqlite_file(settings["MONITOR_DB"], settings["DATABASE_TIMEOUT"])
 
 
