@@ -137,14 +137,16 @@ def replica_name(settings: Mapping[str, Any]) -> str:
 
 
 def register_monitoring(app: Flask) -> None:
-    """The monitoring store and, in a serving process, this worker's collector and its bid to evaluate alerts."""
+    """The monitoring tables (in the database, shared by the fleet) and, in a serving process, this worker's
+    collector and its bid to be the one that evaluates alerts."""
     if not app.config["MONITORING"]:
         return
     from app.monitoring.alerts import load_alert_config
     from app.monitoring.monitor import Monitor
 
     rules = load_alert_config(app.config["ALERT_RULES"]) if app.config["ALERT_RULES"] else None
-    monitor = Monitor(app.config, app.extensions["agserve.models"], rules)
+    monitor = Monitor(app.config, app.extensions["agserve.models"], app.extensions["agserve.db"],
+                      replica_name(app.config), rules)
     app.extensions["agserve.monitor"] = monitor
     if app.config["LOAD_MODELS_ON_START"]:
         monitor.start()

@@ -214,9 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means usable cores (the affinity mask, lowered to the cgroup CPU quota) ÷ workers (at least 1)."),
     Setting("RELOAD_INTERVAL", 2.0, _seconds, "Seconds between each worker's checks for a newly promoted or rolled-back version (0: never; restart to change versions)."),
     Setting("LOAD_MODELS_ON_START", True, _boolean, "Load and warm up the served models when the app is created (off for CLI commands)."),
-    # The database: what must survive (API keys, revocations, the audit log, model activation)
+    # The database: what must survive (API keys, revocations, the audit log, model activation, monitoring)
     Setting("DATABASE_URL", "", _text, "PostgreSQL for a fleet of replicas (`postgresql://user:password@host:5432/agserve`); empty: the embedded SQLite file `AUTH_DB` (one machine)."),
-    Setting("AUTH_DB", "var/agserve.sqlite3", _text, "The embedded SQLite database (API keys, hashed; the audit log; model activation) when `DATABASE_URL` is empty; shared by this machine's workers."),
+    Setting("AUTH_DB", "var/agserve.sqlite3", _text, "The embedded SQLite database (API keys, hashed; the audit log; model activation and the default model; monitoring) when `DATABASE_URL` is empty; shared by this machine's workers."),
     Setting("DATABASE_TIMEOUT", 5.0, _number(0.1, 60, "seconds"), "Timeout of every database statement, connection and pool wait; past it the request gets 503."),
     Setting("REPLICA_NAME", "", _text, "This replica's name in `GET /admin/models/<name>/versions`; empty: the host name (the pod's name in Kubernetes)."),
     # Authentication
@@ -256,9 +256,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PREDICTION_LOG_RETENTION_DAYS", 90, _positive_int, "Age past which prediction-log files are deleted (checked at each rotation)."),
     Setting("ON_RECORD_FAILURE", "continue", _choice("continue", "refuse"), "When the prediction log or the monitoring store cannot be written (disk full, I/O error): `continue` answers and counts the lost record in `agserve_records_lost_total`; `refuse` answers 503 (audit-critical deployments)."),
     # Monitoring: drift, live quality, alerts
-    Setting("MONITORING", True, _boolean, "Record traffic, input drift and answered predictions (for feedback) in the monitoring store."),
-    Setting("MONITOR_DB", "var/monitor.sqlite3", _text, "SQLite file of the monitoring store, shared by all workers."),
-    Setting("MONITOR_FLUSH_SECONDS", 1.0, _number(0.05, 60, "seconds"), "How often each worker writes what it noted to the monitoring store."),
+    Setting("MONITORING", True, _boolean, "Record traffic, input drift and answered predictions (for feedback) in the monitoring tables of the database (shared by every worker of every replica)."),
+    Setting("MONITOR_DB", "", _text, "One machine only: a SQLite file of its own for the monitoring tables (say, on another disk than `AUTH_DB`); empty: the database. Refused with `DATABASE_URL` set, where every replica must share them."),
+    Setting("MONITOR_FLUSH_SECONDS", 1.0, _number(0.05, 60, "seconds"), "How often each worker writes what it noted to the monitoring tables (feedback can join an answer once it is written)."),
     Setting("DRIFT_WINDOW_SECONDS", 3600, _positive_int, "Sliding window of recent inputs that drift is measured over (all workers together)."),
     Setting("DRIFT_MIN_ROWS", 100, _positive_int, "Rows a feature needs in the window before it can be flagged as drifted."),
     Setting("DRIFT_PSI_THRESHOLD", 0.2, _number(0, 100, "", low_open=True), "Population stability index above which a feature is flagged."),
@@ -266,7 +266,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUALITY_WINDOW_SECONDS", 86400, _positive_int, "Window of feedback (by arrival) that the live metric is computed over."),
     Setting("FEEDBACK_RETENTION_HOURS", 168, _positive_int, "How long answered predictions are kept for feedback to join."),
     Setting("ALERT_RULES", "", _text, "TOML file of alert rules and channels (see config/alerts.example.toml); empty: no alerts."),
-    Setting("ALERT_INTERVAL", 30.0, _number(0.1, 3600, "seconds"), "Seconds between evaluations of the alert rules (by one worker)."),
+    Setting("ALERT_INTERVAL", 30.0, _number(0.1, 3600, "seconds"), "Seconds between evaluations of the alert rules (by one worker of the whole fleet; another takes over within about this time when it dies)."),
     Setting("METRICS_DIR", "", _text, "Folder of prometheus_client's multiprocess files; empty: gunicorn.conf.py makes a fresh one under /dev/shm per server (and without gunicorn, metrics stay in the process)."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
@@ -304,7 +304,11 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
             raw[key] = (value, key)
     raw["ENV"] = (env_name, "AGSERVE_ENV")
 
-    return {name: _parse(_BY_NAME[name], value, source) for name, (value, source) in raw.items()}
+    settings = {name: _parse(_BY_NAME[name], value, source) for name, (value, source) in raw.items()}
+    if settings["MONITOR_DB"] and settings["DATABASE_URL"]:  # a file per machine would split the fleet's monitoring
+        raise ConfigError("AGSERVE_MONITOR_DB is for one machine: with AGSERVE_DATABASE_URL set, monitoring lives in "
+                          "that database, shared by every replica (unset AGSERVE_MONITOR_DB)")
+    return settings
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:

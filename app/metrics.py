@@ -161,8 +161,12 @@ class MonitorCollector:
                     live.add_metric([name, model.version, quality["eval_metric"], source], value)
         firing = GaugeMetricFamily("agserve_alerts_firing", "Conditions of an alert rule firing now.", labels=["rule"])
         counts: dict[str, int] = {}
-        for entry in self.monitor.store.alerts(limit=0)["firing"]:
-            counts[entry["rule"]] = counts.get(entry["rule"], 0) + 1
+        try:
+            for entry in self.monitor.store.alerts(limit=0)["firing"]:
+                counts[entry["rule"]] = counts.get(entry["rule"], 0) + 1
+        except Exception:  # the database unreachable: the scrape still answers, without this gauge
+            log.exception("alert state could not be read for metrics")
+            return [drift, drifted, rows, live, outcomes]
         for rule in (self.monitor.alert_config.rules if self.monitor.alert_config else []):
             firing.add_metric([rule.name], counts.get(rule.name, 0))
         return [drift, drifted, rows, live, outcomes, firing]

@@ -74,8 +74,7 @@ def build_app(auth_db: Path, **overrides):
     """An app for tests: testing settings, its own key database, then the test's overrides."""
     from app import create_app
 
-    return create_app({"ENV": "testing", "AUTH_DB": str(auth_db),
-                       "MONITOR_DB": str(Path(auth_db).with_name(Path(auth_db).stem + "-monitor.sqlite3")), **overrides})
+    return create_app({"ENV": "testing", "AUTH_DB": str(auth_db), **overrides})
 
 
 def client_with_key(app, scopes=ALL_SCOPES):

@@ -96,7 +96,6 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
     port = free_port()
     auth_db = auth_db or Path(tempfile.mkdtemp(prefix="agserve-auth-")) / "auth.sqlite3"
     key, _ = KeyStore(sqlite_file(auth_db)).create("tests", ["predict", "explain", "model_info", "admin", "metrics"])
-    settings.setdefault("AGSERVE_MONITOR_DB", str(auth_db.with_name(auth_db.stem + "-monitor.sqlite3")))
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_BIND=f"127.0.0.1:{port}",
                      AGSERVE_AUTH_DB=str(auth_db), WEB_CONCURRENCY=str(workers), **settings)
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL

@@ -82,3 +82,11 @@ def test_the_configuration_page_lists_every_setting_and_is_not_stale():
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", page, flags=re.MULTILINE))
     assert documented == {setting.env_name for setting in SETTINGS}
     assert page == configuration_page(), "docs/configuration.md is stale: run `make docs`"
+
+
+def test_a_monitoring_file_of_its_own_is_refused_in_a_fleet():
+    """AGSERVE_MONITOR_DB would give each replica its own monitoring: refused with a database URL, in one line."""
+    with pytest.raises(ConfigError, match="AGSERVE_MONITOR_DB is for one machine") as refused:
+        load_settings({"AGSERVE_DATABASE_URL": "postgresql://agserve@db/agserve", "AGSERVE_MONITOR_DB": "var/m.db"})
+    assert "\n" not in str(refused.value)
+    assert load_settings({"AGSERVE_MONITOR_DB": "var/m.db"})["MONITOR_DB"] == "var/m.db"  # one machine: allowed

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -11,6 +10,7 @@ from marshmallow import ValidationError
 from app import extensions
 from app.api import read_json, request_context
 from app.auth import require_scope
+from app.db import DatabaseUnavailable
 from app.errors import ApiError
 from app.extensions import served_models
 from app.monitoring.quality import BadOutcome, parse_actual
@@ -39,7 +39,8 @@ def feedback():
     for index, item in enumerate(items):
         prediction = found.get(item["request_id"])
         if prediction is None:
-            errors[str(index)] = {"id": ["No answered prediction with this id (unknown, or past its retention)."]}
+            errors[str(index)] = {"id": ["No answered prediction with this id: unknown, past its retention, or "
+                                         "answered too recently to be recorded yet (retry in a few seconds)."]}
             continue
         key = (prediction["model"], prediction["version"])
         if key not in manifests:
@@ -53,7 +54,7 @@ def feedback():
         raise ApiError(404 if unknown_only else 422, "feedback refused; nothing was stored", {"items": errors})
     try:
         monitor().record_outcomes(outcomes)
-    except sqlite3.Error:  # disk full, or the store locked past its timeout: the traceback stays in the log
+    except DatabaseUnavailable:  # unreachable, disk full, or locked past its timeout: the cause stays in the log
         log.exception("feedback could not be stored")
         raise ApiError(503, "the monitoring store cannot be written now; nothing was stored, retry later") from None
     context = request_context()

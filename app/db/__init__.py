@@ -17,10 +17,11 @@ from typing import Any, Iterator, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger("agserve.db")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0002"  # the newest migration; a worker finding it in place starts without importing Alembic
+SCHEMA_REVISION = "0004"  # the newest migration; a worker finding it in place starts without importing Alembic
 MIGRATION_LOCK = 0x61677365  # PostgreSQL advisory lock id held while one replica migrates ("agse")
 MIGRATION_TIMEOUT_MS = 120_000  # a replica waiting for another one's migration waits this long, not the statement timeout
 
@@ -87,11 +88,27 @@ class Database:
                 # A pure read takes no lock at all: in WAL mode readers never wait for the writer.
                 connection.exec_driver_sql("BEGIN" if getattr(self._reading, "on", False) else "BEGIN IMMEDIATE")
             return engine
+        return sa.create_engine(self.url, pool_size=4, max_overflow=8, pool_timeout=self.timeout, pool_pre_ping=True,
+                                pool_recycle=600, connect_args=self._postgres_connect_args())
+
+    def _postgres_connect_args(self, options: str = "") -> dict[str, Any]:
         milliseconds = int(self.timeout * 1000)
-        return sa.create_engine(
-            self.url, pool_size=4, max_overflow=8, pool_timeout=self.timeout, pool_pre_ping=True, pool_recycle=600,
-            connect_args={"connect_timeout": max(2, int(self.timeout)),
-                          "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"})
+        return {"connect_timeout": max(2, int(self.timeout)),
+                "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds} {options}".strip()}
+
+    def dedicated_connection(self) -> sa.Connection:
+        """A PostgreSQL connection of its own, outside the pool and in autocommit, for holding a session advisory
+        lock: the lock goes with the session, so it is released when this process dies or loses the connection."""
+        # Keepalives both ways: a holder that vanished without closing its socket frees the lock within ~30 s.
+        args = self._postgres_connect_args("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+                                           "-c tcp_keepalives_count=3")
+        engine = sa.create_engine(self.url, poolclass=NullPool,
+                                  connect_args={**args, "keepalives": 1, "keepalives_idle": 10,
+                                                "keepalives_interval": 5, "keepalives_count": 3})
+        try:
+            return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except (exc.OperationalError, exc.InterfaceError) as error:
+            raise DatabaseUnavailable(_one_line(error)) from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

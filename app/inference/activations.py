@@ -1,13 +1,14 @@
-"""Which version of each model is active, and the versions before it (for rollback).
+"""Which version of each model is active, the versions before it (for rollback), and which model is the default.
 
 The server and the CLI keep this in the database (DatabaseActivations), so that every replica follows one truth
 and the model artefacts stay immutable and read-only. A repository opened without a database (offline tools, test
-fixtures) keeps it in models/<name>/state.json (StateFileActivations); the database adopts that file's state the
-first time it meets a model it has no row for.
+fixtures) keeps it in models/<name>/state.json and models/default.json (StateFileActivations); the database adopts
+those files the first time it meets a model (or a default) it has no row for.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -18,9 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from app.db import Database
-from app.db.schema import model_activation, model_events, model_serving
+from app.db.schema import default_model, model_activation, model_events, model_serving
 
+log = logging.getLogger("agserve.models")
 STATE_FILE = "state.json"
+DEFAULT_FILE = "default.json"
 
 
 class StateFileActivations:
@@ -44,12 +47,15 @@ class StateFileActivations:
         self._write(name, restored, history)
         return restored
 
+    def default_model(self) -> str | None:
+        return read_default_file(self.root)
+
+    def set_default_model(self, name: str) -> None:
+        _write_json(self.root / DEFAULT_FILE, {"default": name})
+
     def _write(self, name: str, active: str, history: list[str]) -> None:
-        path = self.root / name / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        state = {"active": active, "history": history, "activation": secrets.token_hex(8)}
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(temporary, path)  # readers see the old or the new state, never half of one
+        _write_json(self.root / name / STATE_FILE, {"active": active, "history": history,
+                                                    "activation": secrets.token_hex(8)})
 
 
 class DatabaseActivations:
@@ -93,6 +99,33 @@ class DatabaseActivations:
             restored = history.pop()
             self._write(db, name, restored, history, "rollback", current.active, insert=False)
         return restored
+
+    def default_model(self) -> str | None:
+        with self.database.reading() as db:
+            name = db.execute(sa.select(default_model.c.name).where(default_model.c.id == 1)).scalar()
+        return name if name is not None else self._adopt_default_file()
+
+    def _adopt_default_file(self) -> str | None:
+        """models/default.json of a repository from before the record moved into the database, imported once."""
+        name = read_default_file(self.root)
+        if name is None:
+            return None
+        try:
+            with self.database.transaction() as db:
+                db.execute(default_model.insert().values(id=1, name=name, updated_at=time.time()))
+        except exc.IntegrityError:  # another worker or replica adopted it first: read theirs
+            pass
+        else:
+            log.info("adopted the default model from %s into the database", self.root / DEFAULT_FILE,
+                     extra={"model": name})
+        with self.database.reading() as db:
+            return db.execute(sa.select(default_model.c.name).where(default_model.c.id == 1)).scalar()
+
+    def set_default_model(self, name: str) -> None:
+        with self.database.transaction() as db:
+            values = {"name": name, "updated_at": time.time()}
+            if db.execute(default_model.update().where(default_model.c.id == 1).values(**values)).rowcount == 0:
+                db.execute(default_model.insert().values(id=1, **values))
 
     def events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest promotes and rollbacks first."""
@@ -153,6 +186,17 @@ class ServingReport:
 def read_state_file(root: Path, name: str) -> dict[str, Any]:
     path = root / name / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_default_file(root: Path) -> str | None:
+    path = root / DEFAULT_FILE
+    return json.loads(path.read_text()).get("default") if path.is_file() else None
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)  # readers see the old or the new content, never half of it
 
 
 def _pushed(history: list[str], previous: str | None, version: str) -> list[str]:

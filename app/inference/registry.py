@@ -70,7 +70,7 @@ class ModelRegistry:
     def _discover(self) -> None:
         try:
             self._recorded_default = self.repository.default_model() or ""
-        except (OSError, ValueError) as exc:  # keep the default known so far
+        except (OSError, ValueError, DatabaseUnavailable) as exc:  # keep the default known so far
             log.error("cannot read the default model: %s", exc)
         names = self._configured_names or tuple(n for n in self.repository.names() if self.repository.active_version(n))
         for name in names:

@@ -1,14 +1,12 @@
 """The model repository on disk: models/<name>/<version>/{predictor/, manifest.json, schema.json}.
 
-Versions are immutable once imported (a serving fleet mounts the folder read-only). Which one is active, and the
-ones before it (for rollback), is kept by the repository's activations: the database for the server and the CLI,
-models/<name>/state.json when no database is attached (see app.inference.activations).
-models/default.json records the default model (the one `POST /predict` answers with), fixed when the repository gets
-its first model.
+Versions are immutable once imported (a serving fleet mounts the folder read-only). Which one is active, the ones
+before it (for rollback), and the default model (the one `POST /predict` answers with, fixed when the repository gets
+its first model) are kept by the repository's activations: the database for the server and the CLI,
+models/<name>/state.json and models/default.json when no database is attached (see app.inference.activations).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -25,7 +23,6 @@ from app.inference.manifest import (MANIFEST_FILE, build_manifest, installed_ver
                                     saved_versions, write_manifest)
 
 PREDICTOR_DIR = "predictor"
-DEFAULT_FILE = "default.json"
 BOUNDS_FILE = "schema.json"
 
 
@@ -129,12 +126,11 @@ class ModelRepository:
 
     def default_model(self) -> str | None:
         """The model `POST /predict` answers with: recorded once, changed only by set_default_model."""
-        path = self.root / DEFAULT_FILE
-        return json.loads(path.read_text()).get("default") if path.is_file() else None
+        return self.activations.default_model()
 
     def set_default_model(self, name: str) -> None:
         self.require(name)
-        _write_json(self.root / DEFAULT_FILE, {"default": name})
+        self.activations.set_default_model(name)
 
     def activate(self, name: str, version: str) -> None:
         """Make version the active one, remembering the previous for rollback."""
@@ -184,12 +180,6 @@ def _background(predictor, manifest: dict[str, Any], version_dir: Path, referenc
     if missing:
         raise RepositoryError(f"reference data lacks the features {', '.join(missing)}")
     return write_background(version_dir, sample_background(reference, names, predictor.label, predictor.problem_type))
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)  # readers see the old or the new content, never half of it
 
 
 def version_mismatch(saved: dict[str, str], installed: dict[str, str]) -> str:

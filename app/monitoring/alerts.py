@@ -1,15 +1,14 @@
 """Alert rules from a TOML file, evaluated by exactly one process, delivered by email (SMTP) and webhook.
 
-Every worker runs an evaluator thread, but only the one holding an exclusive lock on `<monitor db>.alerts.lock`
-evaluates; if that worker dies the kernel releases the lock and another takes over. Firing state lives in the
-shared store, so a new leader neither repeats nor forgets what was sent. Each (rule, subject) is one condition:
-one message when it starts firing (none again while it keeps firing, nor within the rule's cool-down after the
-last message), and one when it resolves. Channels deliver from their own threads with retries; a dead channel
-delays only its own messages.
+Every worker of every replica runs an evaluator thread, but only the holder of the leader lock evaluates (leader.py:
+a PostgreSQL advisory lock in a fleet, a file lock on one machine); if it dies the lock is released and another
+takes over. Firing state lives in the database, so a new leader neither repeats nor forgets what was sent. Each
+(rule, subject) is one condition: one message when it starts firing (none again while it keeps firing, nor within
+the rule's cool-down after the last message), and one when it resolves. Channels deliver from their own threads with
+retries; a dead channel delays only its own messages.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -256,61 +255,45 @@ class Evaluator:
 
     def _firing(self, rule: Rule, subject: str, value: float) -> list[dict[str, Any]]:
         now = self.clock()
-        firing, since, last_sent = self.store.alert_state(rule.name, subject)
-        if firing:  # de-duplication: the same condition, already announced
-            self.store.set_alert_state(rule.name, subject, True, since, last_sent, value)
-            return []
-        if last_sent is not None and now - last_sent < rule.cooldown_seconds:
-            self.store.set_alert_state(rule.name, subject, True, now, last_sent, value)
-            self.store.log_alert(rule.name, subject, "suppressed", value, "firing again within the cool-down")
-            return []
-        self.store.set_alert_state(rule.name, subject, True, now, now, value)
-        return [self._send(rule, subject, "firing", value,
-                           f"{rule.name}: {rule.metric} of {subject} is {value:.4g} ({rule.describe()})")]
+        with self.store.alert_condition(rule.name, subject) as condition:
+            if condition.firing:  # de-duplication: the same condition, already announced
+                condition.update(True, condition.since, condition.last_sent, value)
+                return []
+            if condition.last_sent is not None and now - condition.last_sent < rule.cooldown_seconds:
+                condition.update(True, now, condition.last_sent, value)
+                condition.log("suppressed", value, "firing again within the cool-down")
+                return []
+            condition.update(True, now, now, value)
+            text = f"{rule.name}: {rule.metric} of {subject} is {value:.4g} ({rule.describe()})"
+            alert = self._alert(condition.log("firing", value, text), rule, subject, "firing", value, text)
+        return [self._deliver(rule, alert)]  # once the state is committed: a rolled-back announcement is not sent
 
     def _resolved(self, rule: Rule, subject: str) -> list[dict[str, Any]]:
-        _, since, last_sent = self.store.alert_state(rule.name, subject)
-        self.store.set_alert_state(rule.name, subject, False, None, last_sent, None)
-        if last_sent is None or (since is not None and last_sent < since):
-            return []  # its firing was suppressed by the cool-down, so its end is not news either
-        return [self._send(rule, subject, "resolved", None, f"{rule.name}: {rule.metric} of {subject} is back "
-                                                            f"within {rule.describe()}")]
+        with self.store.alert_condition(rule.name, subject) as condition:
+            if not condition.firing:  # resolved already, by an evaluator that overlapped this one
+                return []
+            condition.update(False, None, condition.last_sent, None)
+            if condition.last_sent is None or (condition.since is not None and condition.last_sent < condition.since):
+                return []  # its firing was suppressed by the cool-down, so its end is not news either
+            text = f"{rule.name}: {rule.metric} of {subject} is back within {rule.describe()}"
+            alert = self._alert(condition.log("resolved", None, text), rule, subject, "resolved", None, text)
+        return [self._deliver(rule, alert)]
 
-    def _send(self, rule: Rule, subject: str, kind: str, value: float | None, text: str) -> dict[str, Any]:
-        alert_id = self.store.log_alert(rule.name, subject, kind, value, text)
-        alert = {"id": alert_id, "rule": rule.name, "metric": rule.metric, "subject": subject, "state": kind,
-                 "value": value, "threshold": rule.describe(), "title": f"{kind.upper()} {rule.name} ({subject})",
-                 "text": text, "at": self.clock(), "host": os.uname().nodename}
-        log.warning("alert %s", kind, extra={"alert": alert_id, "rule": rule.name, "subject": subject, "value": value})
+    def _alert(self, alert_id: int, rule: Rule, subject: str, kind: str, value: float | None,
+               text: str) -> dict[str, Any]:
+        return {"id": alert_id, "rule": rule.name, "metric": rule.metric, "subject": subject, "state": kind,
+                "value": value, "threshold": rule.describe(), "title": f"{kind.upper()} {rule.name} ({subject})",
+                "text": text, "at": self.clock(), "host": os.uname().nodename, "replica": self.store.replica}
+
+    def _deliver(self, rule: Rule, alert: dict[str, Any]) -> dict[str, Any]:
+        log.warning("alert %s", alert["state"], extra={"alert": alert["id"], "rule": rule.name,
+                                                       "subject": alert["subject"], "value": alert["value"]})
         for name in rule.channels or tuple(self.deliveries):
             self.deliveries[name].submit(alert)
         return alert
 
 
-class Leader:
-    """Holds `path` exclusively while this process lives; try() is cheap to call again and again."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._fd: int | None = None
-        self._pid = 0
-
-    def try_lead(self) -> bool:
-        if self._fd is not None and self._pid == os.getpid():
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd, self._pid = fd, os.getpid()
-        log.info("this worker leads: it evaluates the alert rules and prunes the monitoring store")
-        return True
-
-
-def run_evaluator(evaluator: Evaluator | None, leader: Leader, interval: float,
+def run_evaluator(evaluator: Evaluator | None, leader, interval: float,
                   maintenance: Callable[[], None]) -> threading.Thread:
     """Every interval: if this process leads, prune old data and evaluate the rules (if there are any)."""
     def loop() -> None:

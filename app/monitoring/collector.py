@@ -1,7 +1,7 @@
 """Each worker's collector: requests note what they did in memory, and a thread writes it to the store.
 
-The request path only appends to a list; drift counting, encoding and the SQLite write happen in the flush
-thread, once a second by default. A killed worker loses at most its last unflushed second of monitoring data
+The request path only appends to a list; drift counting, encoding and the database write happen in the flush
+thread, once a second by default (so feedback can join an answer, on any replica, about a second after it was sent). A killed worker loses at most its last unflushed second of monitoring data
 (the prediction log, written before each answer, is the durable record).
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Collector:
             try:
                 self.store.add([(*k, v) for k, v in traffic.items()], [(*k, v) for k, v in drift.items()],
                                predictions)
-            except Exception as exc:  # sqlite3's "database or disk is full" and "disk I/O error" among them
+            except Exception as exc:  # the database unreachable, or SQLite's "database or disk is full"
                 self.failing = True
                 self._lost(max(len(pending), sum(traffic.values())), "monitoring data could not be written: records are being lost",
                            error=f"{type(exc).__name__}: {exc}", traffic_cells=len(traffic))

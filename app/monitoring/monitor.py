@@ -6,19 +6,29 @@ from collections import deque
 from typing import Any, Iterable, Mapping
 
 from app import metrics
-from app.monitoring.alerts import AlertConfig, Evaluator, Leader, Observation, Rule, run_evaluator
+from app.db import Database, sqlite_file
+from app.monitoring.alerts import AlertConfig, Evaluator, Observation, Rule, run_evaluator
 from app.monitoring.collector import Collector, window_summary
 from app.monitoring.drift import Thresholds, drift_report, profiles
+from app.monitoring.leader import leader_for
 from app.monitoring.quality import quality_report
 from app.monitoring.store import BUCKET_SECONDS, MonitorStore
 
 QUALITY_MAX_OUTCOMES = 100_000  # the newest outcomes scored at most, so a report stays quick
 
 
+def monitoring_database(settings: Mapping[str, Any], database: Database) -> Database:
+    """The main database; on one machine, AGSERVE_MONITOR_DB may name a SQLite file of its own instead."""
+    if not settings["MONITOR_DB"]:
+        return database
+    return sqlite_file(settings["MONITOR_DB"], settings["DATABASE_TIMEOUT"])
+
+
 class Monitor:
-    def __init__(self, settings: Mapping[str, Any], registry, alert_config: AlertConfig | None = None):
+    def __init__(self, settings: Mapping[str, Any], registry, database: Database, replica: str = "",
+                 alert_config: AlertConfig | None = None):
         self.registry = registry
-        self.store = MonitorStore(settings["MONITOR_DB"])
+        self.store = MonitorStore(monitoring_database(settings, database), replica)
         self.collector = Collector(self.store, settings["MONITOR_FLUSH_SECONDS"])
         self.thresholds = Thresholds(settings["DRIFT_PSI_THRESHOLD"], settings["DRIFT_SHARE_THRESHOLD"],
                                      settings["DRIFT_MIN_ROWS"])
@@ -34,13 +44,14 @@ class Monitor:
     def start(self) -> None:
         """Start this worker's flush thread and its bid to lead evaluation and clean-up."""
         self.collector.start()
-        run_evaluator(self.evaluator, Leader(f"{self.store.path}.leader.lock"), self.alert_interval, self.prune)
+        run_evaluator(self.evaluator, leader_for(self.store.database), self.alert_interval, self.prune)
 
     def prune(self) -> None:
         now = time.time()
-        longest = max([self.drift_window] + [r.window_seconds for r in self.alert_config.rules]
-                      if self.alert_config else [self.drift_window])
-        self.store.prune(now - longest - BUCKET_SECONDS, now - self.retention)
+        rules = self.alert_config.rules if self.alert_config else []
+        longest = max([self.drift_window] + [r.window_seconds for r in rules])
+        cooldown = max([0.0] + [r.cooldown_seconds for r in rules])
+        self.store.prune(now - longest - BUCKET_SECONDS, now - self.retention, now - cooldown)
 
     # --- reports -------------------------------------------------------------------------------------------
     def drift(self, model) -> dict[str, Any]:
@@ -65,15 +76,15 @@ class Monitor:
 
     # --- feedback ------------------------------------------------------------------------------------------
     def find_predictions(self, request_ids: set[str]) -> dict[str, dict[str, Any]]:
-        """The recorded outputs of requests; ids not found yet get one wait for the other workers' flush."""
-        found = {rid: p for rid in request_ids if (p := self.store.prediction(rid)) is not None}
+        """The recorded outputs of requests, answered by any worker of any replica. An answer is written by its
+        worker's next flush: ids not found yet get one wait of two flush intervals for it (then 404: retry)."""
+        found = self.store.predictions(request_ids)
         if len(found) < len(request_ids):
             self.collector.flush()
             deadline = time.monotonic() + 2 * self.collector.flush_seconds + 0.5
             while len(found) < len(request_ids) and time.monotonic() < deadline:
-                time.sleep(0.05)
-                found.update({rid: p for rid in request_ids - set(found)
-                              if (p := self.store.prediction(rid)) is not None})
+                time.sleep(0.1)
+                found.update(self.store.predictions(request_ids - set(found)))
         return found
 
     def clock(self) -> float:

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from app.auth.keys import KeyStore
-from app.db import SCHEMA_REVISION, Database, database_url, migrate, open_database, sqlite_file
+from app.db import SCHEMA_REVISION, Database, current_revision, database_url, migrate, open_database, sqlite_file
 from tests.pgserver import postgres_server
 from tests.servers import ROOT
 
-HEAD = "0002"
+HEAD = "0004"
 # The schema the SQLite-only server created by itself, before migrations existed.
 PRE_MIGRATION_SQLITE = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -103,3 +103,53 @@ def test_a_sqlite_file_from_before_migrations_is_adopted_with_its_keys(tmp_path)
     store.audit("cli:ops", "key.revoke", "0123456789ab")
     assert [(e["seq"], e["action"]) for e in store.audit_log()] == [(2, "key.revoke"), (1, "key.create")]
     assert sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def schema_at_0002(request, tmp_path):
+    """A database left at 0002 (keys, audit, model activation) by the release before monitoring moved in."""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres")
+        settings = settings_for(server.create_database("at0002"))
+    else:
+        settings = {"DATABASE_URL": "", "AUTH_DB": str(tmp_path / "agserve.sqlite3"), "DATABASE_TIMEOUT": 5}
+    old = Database.from_settings(settings)
+    migrate(old, "0002")
+    yield old, settings
+    old.dispose()
+
+
+def test_a_schema_at_0002_gains_monitoring_and_the_default_model_and_keeps_its_data(schema_at_0002, tmp_path):
+    from app.inference.activations import DatabaseActivations
+    from app.monitoring.store import MonitorStore
+
+    old, settings = schema_at_0002
+    key, _ = KeyStore(old).create("from-0002", ["predict"])
+    DatabaseActivations(old, tmp_path).activate("churn", "3")
+    assert current_revision(old) == "0002"
+
+    current = open_database(settings)
+    assert current_revision(current) == HEAD
+    assert KeyStore(current).verify(key).owner == "from-0002"
+    assert DatabaseActivations(current, tmp_path).state("churn")["active"] == "3"
+    store = MonitorStore(current, "r1")  # the new tables take additive counts
+    for _ in range(2):
+        store.add([(100, "churn", "2xx", 3, 5)], [("churn", "3", 100, "num", "b1", 7)], [])
+    assert store.traffic(1000) == [("2xx", 3, 10)] and store.drift_cells("churn", "3", 1000) == {"num": {"b1": 14}}
+    assert DatabaseActivations(current, tmp_path).default_model() is None
+    current.dispose()
+
+
+def test_models_default_json_is_imported_once_then_the_database_record_rules(tmp_path):
+    from app.inference.activations import DatabaseActivations
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "default.json").write_text(json.dumps({"default": "churn"}))
+    activations = DatabaseActivations(sqlite_file(tmp_path / "agserve.sqlite3"), models)
+    assert activations.default_model() == "churn"  # imported on first read
+    (models / "default.json").write_text(json.dumps({"default": "stale"}))
+    assert activations.default_model() == "churn"  # once: the file is not read again
+    activations.set_default_model("fraud")
+    assert activations.default_model() == "fraud"
+    assert json.loads((models / "default.json").read_text()) == {"default": "stale"}  # and never written

@@ -1,28 +1,52 @@
 """A fleet: a real PostgreSQL, a real redis-server and THREE gunicorn replicas (a, b, c), each with its own var/
-folder, all serving one model folder that is a read-only bind mount (root ignores file modes, not mount flags)."""
+folder, all serving one model folder that is a read-only bind mount (root ignores file modes, not mount flags), and
+sending their alerts to one real webhook receiver. One fleet serves every test module of this package."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 
 from app.config import load_settings
 from app.lifecycle.validation import validate
 from tests.conftest import PROBLEMS
-from tests.data import FEATURES
+from tests.data import FEATURES, mixed_frame
 from tests.pgserver import postgres_server
+from tests.receivers import webhook_receiver
 from tests.redisserver import redis_server
 from tests.servers import BIN, ROOT, Server, free_port, server_env, stop, wait_for_every_worker, wait_until
 
 RELOAD_INTERVAL = 0.5
+ALERT_INTERVAL = 0.5
 WORKERS = 2
 CACHE_SECRET = "fleet-cache-secret-shared-by-every-replica"
+SERVED = "binary,multiclass,drift"  # more than one, so that POST /predict answers with the recorded default
+ALERT_RULES = """
+[channels.webhook]
+url = "{url}"
+
+[[rules]]
+name = "unseen-colours"
+metric = "drift_unseen_share"
+model = "drift"
+above = 0.1
+cooldown_seconds = 3600
+
+[[rules]]
+name = "missing-counts"
+metric = "drift_null_share_change"
+model = "drift"
+above = 0.1
+cooldown_seconds = 3600
+"""
 
 
 @contextlib.contextmanager
@@ -41,14 +65,18 @@ def read_only_mount(source: Path, target: Path):
         subprocess.run(["umount", str(target)], check=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def read_only_models(tmp_path_factory, repository_path, predictor_dirs, dataset):
-    """binary v1 active (state.json, adopted by the database on first sight), v2 imported and validated."""
+    """binary v1 active (state.json, adopted by the database on first sight), v2 imported and validated; drift: the
+    binary predictor with a large reference sample (sharp statistics); default.json names binary."""
     from app.inference import ModelRepository
 
     root = tmp_path_factory.mktemp("fleet-models")
     source = root / "source"
     shutil.copytree(repository_path, source)
+    ModelRepository(source).import_predictor(predictor_dirs["binary"], "drift",
+                                             reference=mixed_frame(n=3000, seed=100)[FEATURES])
+    ModelRepository(source).activate("drift", "1")
     second = ModelRepository(source).import_predictor(predictor_dirs["binary"], "binary")
     settings = load_settings(environ={}, overrides={"ENV": "testing"})
     assert validate(second, dataset[1][FEATURES + [PROBLEMS["binary"][0]]], settings).passed
@@ -85,6 +113,11 @@ class Replica:
         if self.server is not None:
             stop(self.server.process)
 
+    def kill(self) -> None:
+        """SIGKILL to the master and every worker at once, as when a pod's node dies: nothing gets to clean up."""
+        os.killpg(self.server.process.pid, signal.SIGKILL)
+        self.server.process.wait(10)
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -120,13 +153,22 @@ class Fleet:
         return [self.replicas[name] for name in sorted(self.replicas)]
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory, read_only_models):
+@pytest.fixture(scope="package")
+def alert_hook():
+    """The webhook every replica sends its alerts to: each post is one alert sent."""
+    with webhook_receiver() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="package")
+def fleet(tmp_path_factory, read_only_models, alert_hook):
     """Three replicas started at the same instant against an empty PostgreSQL database."""
     from app.auth.keys import KeyStore
     from app.db import Database, database_url
 
     root = tmp_path_factory.mktemp("fleet")
+    rules = root / "alerts.toml"
+    rules.write_text(ALERT_RULES.format(url=alert_hook.url))
     with postgres_server() as postgres, redis_server() as redis:
         url = postgres.create_database("agserve")
         fleet = Fleet(postgres, redis, url)
@@ -134,11 +176,11 @@ def fleet(tmp_path_factory, read_only_models):
             var = root / name / "var"
             var.mkdir(parents=True)
             env = server_env(AGSERVE_DATABASE_URL=url, AGSERVE_REDIS_URL=redis.url,
-                             AGSERVE_MODEL_REPOSITORY=str(read_only_models), AGSERVE_MODELS="binary",
-                             AGSERVE_AUTH_DB=str(var / "agserve.sqlite3"), AGSERVE_MONITOR_DB=str(var / "monitor.sqlite3"),
-                             AGSERVE_REPLICA_NAME=name, AGSERVE_RELOAD_INTERVAL=str(RELOAD_INTERVAL),
-                             AGSERVE_CACHE_SECRET=CACHE_SECRET, AGSERVE_DATABASE_TIMEOUT="2",
-                             WEB_CONCURRENCY=str(WORKERS))
+                             AGSERVE_MODEL_REPOSITORY=str(read_only_models), AGSERVE_MODELS=SERVED,
+                             AGSERVE_AUTH_DB=str(var / "agserve.sqlite3"), AGSERVE_REPLICA_NAME=name,
+                             AGSERVE_RELOAD_INTERVAL=str(RELOAD_INTERVAL), AGSERVE_CACHE_SECRET=CACHE_SECRET,
+                             AGSERVE_DATABASE_TIMEOUT="2", AGSERVE_ALERT_RULES=str(rules),
+                             AGSERVE_ALERT_INTERVAL=str(ALERT_INTERVAL), WEB_CONCURRENCY=str(WORKERS))
             fleet.replicas[name] = Replica(name, env, var, key="")
         fleet.started_at = time.time()
         try:
@@ -155,3 +197,15 @@ def fleet(tmp_path_factory, read_only_models):
         finally:
             for replica in fleet.all:
                 replica.stop()
+
+
+def every_worker(fleet, ask) -> dict[str, list]:
+    """ask(replica, session) once through each worker of each replica (the replica's other workers paused)."""
+    answers: dict[str, list] = {}
+    for replica in fleet.all:
+        answers[replica.name] = []
+        for pid in replica.server.worker_pids():
+            with replica.server.only_worker(pid), requests.Session() as session:
+                session.headers.update({"X-API-Key": replica.key, "Connection": "close"})
+                answers[replica.name].append(ask(replica, session))
+    return answers

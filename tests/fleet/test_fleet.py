@@ -14,24 +14,21 @@ import time
 import pytest
 import requests
 
+from app.db import SCHEMA_REVISION
 from tests.api.test_prediction import expected_answers
 from tests.data import FEATURES, to_records
-from tests.fleet.conftest import RELOAD_INTERVAL
+from tests.fleet.conftest import RELOAD_INTERVAL, every_worker
 from tests.servers import ROOT, eventually
 
 pytestmark = pytest.mark.server
 
 
-def predict_status(replica, key: str, pid: int, row) -> int:
-    """The status of one prediction with key, answered by worker pid of replica (the others paused)."""
-    with replica.server.only_worker(pid), requests.Session() as session:
-        session.headers.update({"X-API-Key": key, "Connection": "close"})
-        return session.post(f"{replica.base}/models/binary/predict", json={"data": [row]}, timeout=10).status_code
-
-
 def statuses(fleet, key: str, row) -> dict[str, list[int]]:
-    """Every worker of every replica, asked once."""
-    return {r.name: [predict_status(r, key, pid, row) for pid in r.server.worker_pids()] for r in fleet.all}
+    """The status of one prediction with key, through every worker of every replica."""
+    def ask(replica, session):
+        session.headers["X-API-Key"] = key
+        return session.post(f"{replica.base}/models/binary/predict", json={"data": [row]}, timeout=10).status_code
+    return every_worker(fleet, ask)
 
 
 def refused_everywhere(fleet, key: str, row) -> bool:
@@ -44,12 +41,14 @@ def row(dataset):
 
 
 def test_three_replicas_started_together_on_an_empty_database_all_came_up(fleet):
-    assert fleet.postgres.execute("agserve", "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert fleet.postgres.execute("agserve", "SELECT version_num FROM alembic_version") == [(SCHEMA_REVISION,)]
     for replica in fleet.all:
         assert requests.get(f"{replica.base}/health/ready", timeout=5).status_code == 200
     # The model folder's state.json was adopted once, not once per replica.
     events = fleet.postgres.execute("agserve", "SELECT action, version FROM model_events WHERE name = 'binary'")
     assert events == [("adopt", "1")]
+    # So was models/default.json: the default model is now a row every replica reads.
+    assert fleet.postgres.execute("agserve", "SELECT name FROM default_model") == [("binary",)]
 
 
 def test_a_revoked_key_never_comes_back(fleet, row):

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from app.config import ConfigError
-from app.monitoring.alerts import (AlertConfig, EmailChannel, Evaluator, Leader, Rule, WebhookChannel,
-                                   load_alert_config)
+from app.db import sqlite_file
+from app.monitoring.alerts import AlertConfig, EmailChannel, Evaluator, Rule, WebhookChannel, load_alert_config
+from app.monitoring.leader import FileLeader
 from app.monitoring.store import MonitorStore
 from tests.receivers import self_signed_certificate, smtp_server, webhook_receiver
 from tests.servers import eventually
@@ -51,7 +52,7 @@ def test_email_is_sent_over_starttls_with_login(certificate, monkeypatch):
 
 def test_cool_down_and_de_duplication(tmp_path):
     now = [1000.0]
-    store = MonitorStore(tmp_path / "monitor.sqlite3")
+    store = MonitorStore(sqlite_file(tmp_path / "monitor.sqlite3"))
     readings = Readings()
     with webhook_receiver() as hook:
         rule = Rule("psi", "drift_psi", above=0.2, cooldown_seconds=600)
@@ -82,7 +83,7 @@ def test_cool_down_and_de_duplication(tmp_path):
 
 
 def test_a_failing_channel_is_retried_and_does_not_hold_up_the_others(tmp_path):
-    store = MonitorStore(tmp_path / "monitor.sqlite3")
+    store = MonitorStore(sqlite_file(tmp_path / "monitor.sqlite3"))
     readings = Readings()
     readings.values = {"all requests": 0.5}
     with webhook_receiver(answers=[500, 503]) as flaky, webhook_receiver() as healthy:
@@ -101,14 +102,14 @@ def test_only_one_process_leads(tmp_path):
     import multiprocessing
 
     lock = tmp_path / "leader.lock"
-    assert Leader(lock).try_lead()
+    assert FileLeader(lock).try_lead()
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:  # another process cannot take the lock while this one holds it
         assert pool.apply(_try_lead, (str(lock),)) is False
 
 
 def _try_lead(path):
-    return Leader(path).try_lead()
+    return FileLeader(path).try_lead()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -138,7 +139,7 @@ def test_lost_records_fire_an_alert_per_store_and_resolve_when_the_window_has_no
     settings = load_settings({}, {"MONITOR_DB": str(tmp_path / "monitor.sqlite3"), "METRICS_DIR": ""})
     rule = Rule("records-lost", "records_lost", above=0, min_count=1, window_seconds=0.5, cooldown_seconds=0)
     with webhook_receiver() as hook:
-        monitor = Monitor(settings, None, AlertConfig([rule], {"webhook": WebhookChannel(hook.url)}))
+        monitor = Monitor(settings, None, None, "tests", AlertConfig([rule], {"webhook": WebhookChannel(hook.url)}))
         monitor.evaluator.evaluate()  # counters of earlier tests in this process are the first window's
         time.sleep(0.6)
         monitor.evaluator.evaluate()

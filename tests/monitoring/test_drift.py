@@ -6,6 +6,7 @@ import pytest
 
 from app.inference.manifest import _feature_stats
 from app.monitoring.collector import Collector
+from app.db import sqlite_file
 from app.monitoring.drift import Thresholds, count_columns, drift_report, profiles, psi
 from app.monitoring.store import BUCKET_SECONDS, MonitorStore
 from tests.data import FEATURES, mixed_frame
@@ -102,7 +103,7 @@ class Result:
 def test_workers_counts_add_up_over_a_sliding_window(manifest, tmp_path):
     """Two collectors (two workers) writing to one store: the window holds both; old buckets leave it."""
     now = [1_000_000.0]
-    store = MonitorStore(tmp_path / "monitor.sqlite3")
+    store = MonitorStore(sqlite_file(tmp_path / "monitor.sqlite3"))
     workers = [Collector(store, clock=lambda: now[0]) for _ in range(2)]
     model = Served(manifest)
     old = mixed_frame(n=300, seed=7)
@@ -122,5 +123,5 @@ def test_workers_counts_add_up_over_a_sliding_window(manifest, tmp_path):
     assert recent_report["drifted_features"] == ["color", "num"]
     both = drift_report(profiles(manifest), store.drift_cells("m", "1", now[0] - 180), Thresholds())
     assert both["rows"] == 1200
-    store.prune(now[0] - 60 - BUCKET_SECONDS, now[0] - 3600)
+    store.prune(now[0] - 60 - BUCKET_SECONDS, now[0] - 3600, now[0] - 3600)
     assert store.drift_cells("m", "1", now[0] - 180)["num"]["n"] == 600
