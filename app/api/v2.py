@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from app.api import parse_json, request_body, served_models
+from app.api import parse_json, request_body, served_models, v2_binary
 from app.api.prediction import check_column_count, predict_and_record
 from app.auth import public, require_scope
 from app.errors import ApiError
@@ -53,7 +53,7 @@ def server_metadata():
         version = package_version("agserve")
     except PackageNotFoundError:  # running from a checkout that was not pip-installed
         version = "0"
-    return jsonify({"name": "agserve", "version": version, "extensions": []})
+    return jsonify({"name": "agserve", "version": version, "extensions": [v2_binary.EXTENSION]})
 
 
 @bp.get("/health/live")
@@ -101,12 +101,13 @@ def infer(name: str, version: str | None = None):
     g.model, g.version = model.name, model.version
     body = _read_request()
     table = _table(model, body.get("inputs"), current_app.config["MAX_ROWS"])
-    result = predict_and_record(model, table)
     wanted = _requested_outputs(model, body.get("outputs"))
+    binary = v2_binary.binary_outputs(body, wanted)
+    result = predict_and_record(model, table)
     answer = {"model_name": model.name, "model_version": model.version, "outputs": _outputs(model, result, wanted)}
     if "id" in body:
         answer["id"] = body["id"]
-    return jsonify(answer)
+    return v2_binary.response(answer, binary)
 
 
 # --- the tabular convention -------------------------------------------------------------------------------------
@@ -143,10 +144,12 @@ def _model(name: str, version: str | None) -> ServedModel:
 
 def _read_request() -> dict[str, Any]:
     """The inference request; JSON with or without a content type (Triton's client sends none), NaN allowed."""
-    if request.mimetype not in ("", "application/json"):
-        raise ApiError(400, "Content-Type must be application/json (binary tensor data is not supported)")
-    body = request_body()
-    document = parse_json(body, constants=("NaN",))  # NaN: a missing number, as numpy-based clients send it
+    if v2_binary.HEADER in request.headers:
+        document = v2_binary.read_request()
+    elif request.mimetype not in ("", "application/json"):
+        raise ApiError(400, f"Content-Type must be application/json, or binary tensor data with {v2_binary.HEADER}")
+    else:
+        document = parse_json(request_body(), constants=("NaN",))  # NaN: a missing number, as numpy clients send it
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise ApiError(400, 'an inference request is a JSON object with a non-empty "inputs" list')
     if "id" in document and not isinstance(document["id"], str):
