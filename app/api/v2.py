@@ -5,7 +5,8 @@ the feature's kind (FP64 numeric, INT64 integer, BOOL boolean, BYTES category/te
 null, NaN (FP64) or "" (BYTES). Outputs: `predictions` (for quantile models [n, levels]) and, for classifiers, one
 FP64 `proba_<label>` per class. Predictions take the same path as POST /predict: validation, cache, batching,
 prediction log, monitoring. Errors keep the house shape, whose "error" string is what the protocol asks for, with
-the protocol's statuses (400 for anything wrong with the request).
+the protocol's statuses (400 for anything wrong with the request). Binary tensor data (the protocol's extension) is
+decoded into the same request document, and binary outputs encoded, by v2_binary.
 """
 from __future__ import annotations
 

@@ -24,12 +24,16 @@ from app.errors import ApiError
 from app.values import INT64_MAX, NAME_MAX
 
 HEADER = "Inference-Header-Content-Length"
+BINARY = "application/octet-stream"
 EXTENSION = "binary_tensor_data"
 DTYPES = {"BOOL": np.dtype("u1"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
           "INT64": np.dtype("<i8"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
           "UINT64": np.dtype("<u8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-MIMETYPES = ("", "application/octet-stream", "application/json")  # Triton's client sends none, KServe's octet-stream
+MIMETYPES = ("", BINARY, "application/json")  # Triton's client sends none, KServe's octet-stream
 LENGTH = struct.Struct("<I")
+OPENAPI_PARAMETER = {"name": HEADER, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0},
+                     "description": "Binary tensor data: the JSON header's length in bytes; the inputs' bytes follow."}
+OPENAPI_CONTENT = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
 
 
 def read_request() -> dict[str, Any]:
@@ -84,7 +88,7 @@ def response(answer: dict[str, Any], binary: set[str]) -> Response:
             output["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
     header = orjson.dumps(answer, option=jsonio.OPTIONS)
-    sent = current_app.response_class(b"".join([header, *chunks]), mimetype="application/octet-stream")
+    sent = current_app.response_class(b"".join([header, *chunks]), mimetype=BINARY)
     sent.headers[HEADER] = str(len(header))
     return sent
 
