@@ -249,7 +249,8 @@ BYTES_INPUT = FEATURES.index("color")
 MUTATIONS = ["header beyond body", "header negative", "header huge", "header not a number", "header cuts the JSON",
              "size beyond body", "size negative", "size not an int", "shape mismatch", "truncated item",
              "invalid utf-8", "lone surrogate", "uint64 beyond int64", "infinity", "bool byte", "trailing bytes",
-             "data and size", "huge shape", "binary_data_output not a bool", "datatype without binary form"]
+             "data and size", "huge shape", "rows past AGSERVE_MAX_ROWS", "binary_data_output not a bool",
+             "datatype without binary form"]
 
 
 @st.composite
@@ -304,6 +305,11 @@ def malformed(draw, mutation: str):
         return mutation, header + b"".join(raws), {HEADER: str(len(header))}
     elif mutation == "huge shape":
         tensor["shape"] = draw(st.sampled_from([[10 ** 12], [2 ** 62, 2 ** 62], [10 ** 4, 10 ** 4], [10 ** 9, 0]]))
+    elif mutation == "rows past AGSERVE_MAX_ROWS":  # the bytes are there: refused before they become a list
+        flag = FEATURES.index("flag")
+        rows_sent = draw(st.integers(10_001, 40_000))
+        document["inputs"][flag]["shape"] = [rows_sent]
+        raws[flag] = bytes(rows_sent)
     elif mutation == "binary_data_output not a bool":
         document["parameters"] = {"binary_data_output": draw(st.sampled_from(["yes", 1, None, [True]]))}
     elif mutation == "datatype without binary form":
@@ -340,6 +346,8 @@ def check_refused(server, case, model) -> None:
         assert "reason" in details or "field" in details, (mutation, answer)
     elif mutation == "infinity":
         assert "num" in json.dumps(details["rows"]), (mutation, answer)  # the value rules name the feature
+    elif mutation == "rows past AGSERVE_MAX_ROWS":
+        assert details["field"].endswith(".shape") and details["max_rows"] == 10_000, (mutation, answer)
     else:
         assert "field" in details, (mutation, answer)
     assert time.monotonic() - started < 5, mutation  # generous: the shared machine; the cost test measures CPU
