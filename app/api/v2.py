@@ -100,7 +100,7 @@ def infer(name: str, version: str | None = None):
     """Inference: one input tensor per feature; outputs `predictions` and `proba_<label>`."""
     model = _model(name, version)
     g.model, g.version = model.name, model.version
-    body = _read_request()
+    body = _read_request(model)
     table = _table(model, body.get("inputs"), current_app.config["MAX_ROWS"])
     wanted = _requested_outputs(model, body.get("outputs"))
     binary = v2_binary.binary_outputs(body, wanted)
@@ -143,10 +143,10 @@ def _model(name: str, version: str | None) -> ServedModel:
     return model
 
 
-def _read_request() -> dict[str, Any]:
+def _read_request(model: ServedModel) -> dict[str, Any]:
     """The inference request; JSON with or without a content type (Triton's client sends none), NaN allowed."""
     if v2_binary.HEADER in request.headers:
-        document = v2_binary.read_request()
+        document = v2_binary.read_request(model.max_columns)
     elif request.mimetype not in ("", "application/json"):
         raise ApiError(400, f"Content-Type must be application/json, or binary tensor data with {v2_binary.HEADER}")
     else:

@@ -20,6 +20,7 @@ from flask import Response, current_app, jsonify, request
 
 from app import jsonio
 from app.api import parse_json, request_body
+from app.api.prediction import check_column_count
 from app.errors import ApiError
 from app.values import INT64_MAX, NAME_MAX
 
@@ -36,8 +37,9 @@ OPENAPI_PARAMETER = {"name": HEADER, "in": "header", "required": False, "schema"
 OPENAPI_CONTENT = {BINARY: {"schema": {"type": "string", "format": "binary"}}}
 
 
-def read_request() -> dict[str, Any]:
-    """The inference request of a binary body, decoded to the JSON path's document; 400 naming the field otherwise."""
+def read_request(max_inputs: int) -> dict[str, Any]:
+    """The inference request of a binary body, decoded to the JSON path's document; 400 naming the field otherwise.
+    More than max_inputs inputs are refused before any is decoded, as the JSON path refuses them before any value."""
     if request.mimetype not in MIMETYPES:
         raise ApiError(400, "binary tensor data needs Content-Type application/octet-stream (or none)",
                        {"field": "Content-Type"})
@@ -50,6 +52,7 @@ def read_request() -> dict[str, Any]:
     inputs = document.get("inputs") if isinstance(document, dict) else None
     offset = length
     if isinstance(inputs, list):
+        check_column_count(len(inputs), max_inputs)
         view = memoryview(body)
         for index, tensor in enumerate(inputs):
             size = _binary_size(tensor, index, len(body) - offset)

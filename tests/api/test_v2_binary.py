@@ -231,9 +231,14 @@ def same_answers(server, case, statuses: Counter, twins: list[tuple[str, str]]) 
     if plain.status_code >= 400:
         assert set(binary.json()) == SHAPE
         return
-    wants_binary = (document.get("parameters") or {}).get("binary_data_output") or \
-        any(o["parameters"]["binary_data"] for o in document.get("outputs", []))
-    assert (HEADER in binary.headers) == bool(wants_binary)
+    # Each output is binary as its own binary_data says, else as the request's binary_data_output says.
+    default = (document.get("parameters") or {}).get("binary_data_output", False)
+    named = {o["name"]: o["parameters"]["binary_data"] for o in document.get("outputs", [])}
+    length = int(binary.headers.get(HEADER, len(binary.content)))
+    header = json.loads(binary.content[:length])
+    assert {o["name"]: "parameters" in o for o in header["outputs"]} == \
+        {o["name"]: named.get(o["name"], default) for o in header["outputs"]}, (document, header)
+    assert (HEADER in binary.headers) == any(named.values() if named else [default])
     assert decoded_outputs(binary) == decoded_outputs(plain), document
     twins.append((binary.headers["X-Request-ID"], plain.headers["X-Request-ID"]))
 
@@ -354,7 +359,8 @@ def check_refused(server, case, model) -> None:
 
 
 # --- refusals at the body limit cost little ---------------------------------------------------------------------------
-def limit_bodies() -> dict[str, tuple[bytes, dict[str, str]]]:
+def limit_bodies() -> dict[str, tuple[bytes, dict[str, str], str]]:
+    """Refused bodies of up to 32 MiB, each with the key its refusal's details must hold."""
     rows = mixed_frame(n=1, seed=173)
     document, raws = valid_parts(rows)
     out = {}
@@ -364,15 +370,19 @@ def limit_bodies() -> dict[str, tuple[bytes, dict[str, str]]]:
     fixed = sum(len(r) for i, r in enumerate(raws_many) if i != BYTES_INPUT)
     item = (LIMIT - fixed - 8192) // 10_000 - 4  # 8 KiB leaves room for the JSON header
     raws_many[BYTES_INPUT] = raw_bytes("BYTES", [b"x" * item] * 9_999 + [b"\xff" * item])
-    out["BYTES items filling 32 MiB, the last not UTF-8"] = binary_request(document_many, raws_many)
+    out["BYTES items filling 32 MiB, the last not UTF-8"] = (*binary_request(document_many, raws_many), "field")
     # 32 MiB of FP64 whose shape says one value.
     raws_fp = list(raws)
     num = FEATURES.index("num")
     raws_fp[num] = b"\x00" * (LIMIT - 8192)
-    out["32 MiB of FP64 for a shape of one"] = binary_request(document, raws_fp)
+    out["32 MiB of FP64 for a shape of one"] = (*binary_request(document, raws_fp), "field")
     # A valid one-row request followed by 32 MiB no input claims.
     body, headers = binary_request(document, raws)
-    out["32 MiB after the last input"] = (body + b"\x00" * (LIMIT - len(body)), headers)
+    out["32 MiB after the last input"] = (body + b"\x00" * (LIMIT - len(body)), headers, "field")
+    # 50,000 empty binary inputs: refused by their count before any is decoded, as JSON inputs are.
+    empty = {"name": "x", "datatype": "BOOL", "shape": [0], "parameters": {"binary_data_size": 0}}
+    header = json.dumps({"inputs": [empty] * 50_000}).encode()
+    out["50,000 empty binary inputs"] = (header, {HEADER: str(len(header))}, "max_columns")
     return out
 
 
@@ -380,18 +390,18 @@ def test_binary_refusals_at_the_body_limit_cost_little(server):
     (pid,) = server.worker_pids()
     url = f"{server.base}/v2/models/binary/infer"
     bodies = limit_bodies()
-    for name, (body, headers) in bodies.items():  # the first of each warms up the code path and the allocator
+    for name, (body, headers, _) in bodies.items():  # the first of each warms up the code path and the allocator
         assert len(body) <= LIMIT, (name, len(body))
         server.http.post(url, data=body, headers=headers, timeout=30)
     costs = {}
-    for name, (body, headers) in bodies.items():
+    for name, (body, headers, key) in bodies.items():
         best = None
         for _ in range(3):  # the best of three: the machine is shared; a slow refusal fails all three
             cpu_before, rss_before = worker_cpu_and_rss(pid)
             response = server.http.post(url, data=body, headers=headers, timeout=30)
             cpu_after, rss_after = worker_cpu_and_rss(pid)
             assert response.status_code == 400 and set(response.json()) == SHAPE, (name, response.text[:300])
-            assert "field" in response.json()["details"] and len(response.content) < 20_000, name
+            assert key in response.json()["details"] and len(response.content) < 20_000, name
             cost = (round(cpu_after - cpu_before, 3), round(rss_after - rss_before, 1))
             best = cost if best is None else tuple(map(min, best, cost))
         costs[name] = best
