@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install system-packages demo run test soak bench reliability deploy undeploy status clean help docs
+.PHONY: install kserve-client system-packages demo run test soak bench reliability deploy undeploy status clean help docs
 
 help:
 	@echo "make run    set up, train, validate and promote the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
@@ -29,6 +29,18 @@ $(STAMP):
 
 install: $(STAMP)
 
+# KServe's client (tests/api/kserve_client.py) in a venv of its own: kserve pins psutil<6, agserve runs 7.x.
+KSERVE_VENV ?= .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed-$(shell cat requirements-kserve.txt 2>/dev/null | sha256sum | cut -c1-12)
+
+$(KSERVE_STAMP):
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-kserve.txt
+	touch $@
+
+kserve-client: $(KSERVE_STAMP)
+
 # Debian packages the tests use for real; PostgreSQL's binaries live in /usr/lib/postgresql/<major>/bin.
 system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium, nginx, postgresql
 	@command -v promtool >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null \
@@ -44,7 +56,7 @@ demo: install
 run: demo
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: install system-packages
+test: install kserve-client system-packages
 	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
 
 soak: install system-packages
@@ -73,4 +85,4 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache build *.egg-info

@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, current_app, jsonify, send_from_directory
 
 from app.api import explain
 from app.auth import ACCESS, may_see, public
+from app.codecs import v2_binary
 from app.extensions import served_models
 from app.schemas import (ErrorResponse, FeedbackBatch, FeedbackItem, FeedbackResponse, KeyRequest,
                          PredictionResponse, PromoteRequest, TokenRequest, json_schema)
@@ -168,6 +169,8 @@ def _operation(rule, view, method: str, bodies: dict[str, Any], rows: dict[str, 
                                                                      "monitoring.")):
             schema["enum"] = sorted(rows)
         parameters.append({"name": argument, "in": "path", "required": True, "schema": schema})
+    if rule.endpoint == "v2.infer":
+        parameters.append(v2_binary.OPENAPI_PARAMETER)
     if rule.endpoint.startswith("explain."):
         parameters += explain.PARAMETERS
         operation["description"] += " " + explain.METHOD
@@ -188,6 +191,8 @@ def _success(endpoint: str) -> dict[str, Any]:
     if endpoint.startswith("explain."):
         return {JSON: {"schema": {"$ref": "#/components/schemas/Explanation"}},
                 "image/svg+xml": {"schema": {"type": "string"}}}
+    if endpoint == "v2.infer":
+        return {JSON: {"schema": {"type": "object"}}, **v2_binary.OPENAPI_CONTENT}
     if endpoint == "monitoring.feedback":
         return {JSON: {"schema": FeedbackResponse}}
     if endpoint == "metrics.scrape":
@@ -228,5 +233,6 @@ def _request_bodies(rows: dict[str, Any], default: str) -> dict[str, Any]:
             "id": {"type": "string"}, "parameters": {"type": "object"},
             "inputs": {"type": "array", "minItems": 1, "items": tensor},
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                   "properties": {"name": {"type": "string"}}}}}}}},
+                                                   "properties": {"name": {"type": "string"}}}}}}},
+                     **v2_binary.OPENAPI_CONTENT},
     }

@@ -5,7 +5,8 @@ the feature's kind (FP64 numeric, INT64 integer, BOOL boolean, BYTES category/te
 null, NaN (FP64) or "" (BYTES). Outputs: `predictions` (for quantile models [n, levels]) and, for classifiers, one
 FP64 `proba_<label>` per class. Predictions take the same path as POST /predict: validation, cache, batching,
 prediction log, monitoring. Errors keep the house shape, whose "error" string is what the protocol asks for, with
-the protocol's statuses (400 for anything wrong with the request).
+the protocol's statuses (400 for anything wrong with the request). Binary tensor data (the protocol's extension) is
+decoded into the same request document, and binary outputs encoded, by v2_binary.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app.api import request_context
 from app.auth import public, require_scope
+from app.codecs import v2_binary
 from app.codecs.envelope import check_columns, check_rows, parse_json, request_body
 from app.errors import ApiError, refusal
 from app.extensions import data_plane, served_models
@@ -50,7 +52,7 @@ def server_metadata():
         version = package_version("agserve")
     except PackageNotFoundError:  # running from a checkout that was not pip-installed
         version = "0"
-    return jsonify({"name": "agserve", "version": version, "extensions": []})
+    return jsonify({"name": "agserve", "version": version, "extensions": [v2_binary.EXTENSION]})
 
 
 @bp.get("/health/live")
@@ -96,10 +98,12 @@ def infer(name: str, version: str | None = None):
     """Inference: one input tensor per feature; outputs `predictions` and `proba_<label>`."""
     plane, context = data_plane(), request_context()
     model = plane.resolve(name, context, version)
-    document = _read_request()
+    document = _read_request(model)
     table = decode_inputs(model, document.get("inputs"), current_app.config["MAX_ROWS"])
+    wanted = _requested_outputs(model, document.get("outputs"))  # refused before the prediction is logged
+    binary = v2_binary.binary_outputs(document, wanted)
     result = plane.infer(name, table, context)
-    return jsonify(encode_response(model, result, document))
+    return v2_binary.response(encode_response(model, result, document, wanted), binary)
 
 
 # --- the tabular convention -------------------------------------------------------------------------------------
@@ -131,12 +135,14 @@ def _model(name: str, version: str | None) -> ServedModel:
     return served_models().get(name, version)
 
 
-def _read_request() -> dict[str, Any]:
+def _read_request(model: ServedModel) -> dict[str, Any]:
     """The inference request; JSON with or without a content type (Triton's client sends none), NaN allowed."""
-    if request.mimetype not in ("", "application/json"):
-        raise ApiError(400, "Content-Type must be application/json (binary tensor data is not supported)")
-    body = request_body()
-    document = parse_json(body, constants=("NaN",))  # NaN: a missing number, as numpy-based clients send it
+    if v2_binary.HEADER in request.headers:
+        document = v2_binary.read_request(model.max_columns)
+    elif request.mimetype not in ("", "application/json"):
+        raise ApiError(400, f"Content-Type must be application/json, or binary tensor data with {v2_binary.HEADER}")
+    else:
+        document = parse_json(request_body(), constants=("NaN",))  # NaN: a missing number, as numpy clients send it
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise ApiError(400, 'an inference request is a JSON object with a non-empty "inputs" list')
     if "id" in document and not isinstance(document["id"], str):
@@ -228,9 +234,9 @@ def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     return names
 
 
-def encode_response(model: ServedModel, result: Prediction, document: dict[str, Any]) -> dict[str, Any]:
+def encode_response(model: ServedModel, result: Prediction, document: dict[str, Any],
+                    wanted: list[str]) -> dict[str, Any]:
     """The inference response: the outputs the request asked for (all by default), and its id if it gave one."""
-    wanted = _requested_outputs(model, document.get("outputs"))
     answer = {"model_name": model.name, "model_version": model.version, "outputs": _outputs(model, result, wanted)}
     if "id" in document:
         answer["id"] = document["id"]
