@@ -16,7 +16,8 @@ import requests
 from agserve.client import Client, NotFound, ValidationError
 from tests.conftest import PROBLEMS
 from tests.data import FEATURES, to_records
-from tests.servers import ROOT, eventually, gunicorn, wait_for_every_worker
+from tests import servers
+from tests.servers import ROOT, eventually, gunicorn
 
 pytestmark = pytest.mark.server
 
@@ -172,9 +173,26 @@ def test_a_server_restarting_mid_call_costs_no_failed_call(repository_path, in_p
         caller.join(120)
         assert not caller.is_alive()
         assert eventually(lambda: not set(running.worker_pids()) & set(before), timeout=30)
-        wait_for_every_worker(running, 2, 60)
 
     assert not errors, errors
     assert_same(results[0], expected_frame(in_process["regression"], frame))
     assert len(results[0].attrs["request_ids"]) == 32
     assert any(a.started > hup_at for a in client.history), "the call ended before the restart"
+
+
+def test_connection_refused_is_retried_until_the_server_is_up(repository_path, in_process, dataset, monkeypatch):
+    frame = dataset[1][FEATURES].head(3)
+    port = servers.free_port()
+    monkeypatch.setattr(servers, "free_port", lambda: port)  # the server comes up where the client already calls
+    client = Client(f"http://127.0.0.1:{port}", key="agk_placeholder", retries=30, max_backoff=1.0)
+    results: list[pd.DataFrame] = []
+    caller = threading.Thread(target=lambda: results.append(client.predict(frame, model="binary")))
+    caller.start()
+    assert eventually(lambda: sum(a.error == "ConnectionError" for a in client.history) >= 2, timeout=10)
+    with gunicorn(repository_path, workers=1, wait_ready=False) as running:
+        client.session.headers["X-API-Key"] = running.key  # the key only exists once the server's database does
+        caller.join(90)
+
+    assert results, [a for a in client.history][-3:]
+    assert_same(results[0], expected_frame(in_process["binary"], frame))
+    assert client.history[-1].status == 200
