@@ -34,6 +34,9 @@ def _count(response):
 def scrape():
     """Prometheus text exposition, summed over every gunicorn worker."""
     monitor = current_app.extensions.get("agserve.monitor")
-    extra = [metrics.MonitorCollector(monitor, served_models())] if monitor is not None else []
+    under_gunicorn = request.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn")
+    extra = [metrics.ServerCollector(current_app.extensions["agserve.db"], under_gunicorn)]
+    if monitor is not None:
+        extra.append(metrics.MonitorCollector(monitor, served_models()))
     body, content_type = metrics.exposition(current_app.config["METRICS_DIR"], extra)
     return current_app.response_class(body, headers={"Content-Type": content_type})
