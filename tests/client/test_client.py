@@ -196,3 +196,11 @@ def test_connection_refused_is_retried_until_the_server_is_up(repository_path, i
     assert results, [a for a in client.history][-3:]
     assert_same(results[0], expected_frame(in_process["binary"], frame))
     assert client.history[-1].status == 200
+
+
+def test_the_documented_example_runs(server):
+    done = subprocess.run([sys.executable, "examples/client.py"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "AGSERVE_URL": server.base, "AGSERVE_KEY": server.key})
+    assert done.returncode == 0, done.stderr
+    assert "binary version 1: at most 10000 rows per request" in done.stdout
+    assert "outcomes stored: 3" in done.stdout and "\n422 input rows do not match" in done.stdout, done.stdout
