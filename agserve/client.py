@@ -114,7 +114,8 @@ class Attempt:
 
 
 class Client:
-    """One agserve server. Thread-safe for calls; `last_request_ids` belongs to whichever call finished last."""
+    """One agserve server. Use one Client per thread: requests' Session is not guaranteed thread-safe, and
+    `last_request_ids` is the last call's."""
 
     def __init__(self, url: str, key: str | None = None, token: str | None = None, *, timeout: float = 30.0,
                  connect_timeout: float = 5.0, retries: int = 8, backoff: float = 0.25, max_backoff: float = 10.0,
@@ -342,14 +343,14 @@ def parse_retry_after(value: str | None) -> float | None:
 # --- Wire formats ----------------------------------------------------------------------------------------------
 def json_value(value: Any) -> Any:
     """A value as JSON carries it: None for missing, ISO 8601 for moments, plain Python numbers."""
-    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
-        value = value.item()
-    if value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NaT or value is pd.NA:
         return None
-    if isinstance(value, pd.Timestamp):
+    if hasattr(value, "isoformat"):  # Timestamp, datetime, date
         return value.isoformat()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
     return value
 
 

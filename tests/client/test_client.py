@@ -204,3 +204,19 @@ def test_the_documented_example_runs(server):
     assert done.returncode == 0, done.stderr
     assert "binary version 1: at most 10000 rows per request" in done.stdout
     assert "outcomes stored: 3" in done.stdout and "\n422 input rows do not match" in done.stdout, done.stdout
+
+
+def test_explain_is_chunked_at_the_explanation_row_limit_and_adds_up(server, in_process, dataset):
+    rows = dataset[1][FEATURES].head(3)
+    client = Client(server.base, key=server.key)
+    client.info("binary")
+    client._limits["binary"]["explain_max_rows"] = 2  # as if the server said 2: three rows take two requests
+
+    answer = client.explain(rows, model="binary")
+
+    assert len(answer["request_ids"]) == 2 and answer["request_ids"] == client.last_request_ids
+    assert [row["prediction"] for row in answer["explanations"]] == in_process["binary"].predict(rows).tolist()
+    for row in answer["explanations"]:
+        for explanation in row["explanations"]:
+            total = explanation["base_value"] + sum(c["contribution"] for c in explanation["contributions"])
+            assert total == pytest.approx(explanation["output_value"], abs=1e-6)
