@@ -67,3 +67,17 @@ def test_the_unit_tests_catch_a_broken_threshold(tmp_path, expr, replacement):
     done = subprocess.run([shutil.which("promtool"), "test", "rules", "rules.test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "FAILED" in done.stdout + done.stderr
+
+
+def test_composes_prometheus_configuration_passes_promtool(tmp_path):
+    """deploy/prometheus/prometheus.yml as compose mounts it: its rule file and key file put where promtool can see
+    them, nothing else changed."""
+    key = tmp_path / "metrics.key"
+    key.write_text("agk_example")
+    text = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    assert "/etc/prometheus/rules.yml" in text and "/run/secrets/agserve_metrics_key" in text
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/rules.yml", str(RULES))
+                      .replace("/run/secrets/agserve_metrics_key", str(key)))
+    done = promtool("check", "config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
