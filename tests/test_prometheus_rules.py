@@ -69,7 +69,7 @@ def test_the_unit_tests_catch_a_broken_threshold(tmp_path, expr, replacement):
     assert done.returncode != 0 and "FAILED" in done.stdout + done.stderr
 
 
-def test_composes_prometheus_configuration_passes_promtool(tmp_path):
+def test_compose_prometheus_configuration_passes_promtool(tmp_path):
     """deploy/prometheus/prometheus.yml as compose mounts it: its rule file and key file put where promtool can see
     them, nothing else changed."""
     key = tmp_path / "metrics.key"
