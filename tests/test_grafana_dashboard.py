@@ -69,6 +69,8 @@ def test_compose_provisions_the_dashboard_and_its_datasource():
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert "./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in prometheus["volumes"]
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    key_file = config["scrape_configs"][0]["authorization"]["credentials_file"]
+    assert any(volume.startswith("./deploy/prometheus/metrics.key:" + key_file) for volume in prometheus["volumes"])
     assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
     assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["api:8000"]
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"model", "version"}

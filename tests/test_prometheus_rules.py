@@ -75,9 +75,9 @@ def test_compose_prometheus_configuration_passes_promtool(tmp_path):
     key = tmp_path / "metrics.key"
     key.write_text("agk_example")
     text = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
-    assert "/etc/prometheus/rules.yml" in text and "/run/secrets/agserve_metrics_key" in text
+    assert "/etc/prometheus/rules.yml" in text and "/etc/prometheus/metrics.key" in text
     config = tmp_path / "prometheus.yml"
     config.write_text(text.replace("/etc/prometheus/rules.yml", str(RULES))
-                      .replace("/run/secrets/agserve_metrics_key", str(key)))
+                      .replace("/etc/prometheus/metrics.key", str(key)))
     done = promtool("check", "config", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
