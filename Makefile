@@ -42,11 +42,11 @@ $(KSERVE_STAMP):
 kserve-client: $(KSERVE_STAMP)
 
 # Debian packages the tests use for real; PostgreSQL's binaries live in /usr/lib/postgresql/<major>/bin.
-system-packages:  # real programs the tests use: promtool (prometheus), redis-server, chromium, nginx, postgresql
-	@command -v promtool >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null \
+system-packages:  # real programs the tests use: prometheus and promtool, redis-server, chromium, nginx, postgresql
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-server >/dev/null && command -v chromium >/dev/null \
 	  && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
 	  && { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
-	  echo "installing Debian packages the tests use: prometheus (promtool), redis-server, chromium, nginx, postgresql"; \
+	  echo "installing Debian packages the tests use: prometheus (and promtool), redis-server, chromium, nginx, postgresql"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus redis-server chromium \
 	  nginx postgresql >/dev/null; }
 

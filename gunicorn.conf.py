@@ -79,11 +79,14 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 def post_fork(server, worker):
     """Blocks of 1 MiB and more are mmapped, so freeing a 32 MiB body returns it to the system (glibc's own
-    threshold climbs to 32 MiB after the first such body, and the heap then keeps it resident)."""
+    threshold climbs to 32 MiB after the first such body, and the heap then keeps it resident). Then the start is
+    counted."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
     except OSError:  # not glibc (musl): its allocator maps large blocks anyway
         pass
+    from app.metrics import WORKER_STARTS
+    WORKER_STARTS.inc()  # restarts show as this counter climbing (the alert WorkersRestarting watches it)
 
 
 # --- Timeouts and recycling ------------------------------------------------------------------

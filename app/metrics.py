@@ -13,7 +13,7 @@ import time
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("agserve.metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -39,6 +39,8 @@ REDIS_ERRORS = Counter("agserve_redis_errors_total", "Redis calls that failed or
 RATE_LIMITED = Counter("agserve_rate_limited_total", "Requests refused with 429.", ["scope"])
 RECORDS_LOST = Counter("agserve_records_lost_total", "Requests whose record a store could not keep (disk full, I/O "
                        "error, a backlog past its bound).", ["store"])
+WORKER_STARTS = Counter("agserve_worker_starts_total", "Gunicorn workers started (first start, crash or timeout "
+                        "replacement, recycling after MAX_REQUESTS, reload).")
 VALIDATION_FAILURES = Counter("agserve_validation_failures_total", "Requests refused by a model's input schema.",
                               ["model"])
 
@@ -49,6 +51,7 @@ class LostRecords:
 
     def __init__(self, store: str, logger: logging.Logger, interval: float = 60.0):
         self.store, self.log, self.interval = store, logger, interval
+        RECORDS_LOST.labels(store)  # the series exists at 0 from the start, so rules see its first loss
         self._lock = threading.Lock()
         self._last = -float("inf")
         self._since = 0
@@ -170,6 +173,43 @@ class MonitorCollector:
         for rule in (self.monitor.alert_config.rules if self.monitor.alert_config else []):
             firing.add_metric([rule.name], counts.get(rule.name, 0))
         return [drift, drifted, rows, live, outcomes, firing]
+
+
+class ServerCollector:
+    """The database's reachability and every gunicorn process's memory and CPU, read when Prometheus scrapes."""
+
+    def __init__(self, database, under_gunicorn: bool):
+        self.database, self.under_gunicorn = database, under_gunicorn
+
+    def collect(self):
+        import psutil
+        import sqlalchemy as sa
+
+        up = GaugeMetricFamily("agserve_database_up", "1 when this scrape's SELECT 1 reached the database (keys, "
+                               "audit, activation), 0 when it did not.")
+        try:
+            with self.database.reading() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            up.add_metric([], 1)
+        except Exception:  # unreachable, timed out, locked: all mean "down" to an alert
+            log.warning("database check for /metrics failed", exc_info=True)
+            up.add_metric([], 0)
+        rss = GaugeMetricFamily("agserve_process_resident_bytes", "Resident memory of a gunicorn process.",
+                                labels=["role", "pid"])
+        cpu = CounterMetricFamily("agserve_process_cpu_seconds", "CPU time (user + system) of a gunicorn process.",
+                                  labels=["role", "pid"])
+        me = psutil.Process()
+        master = me.parent() if self.under_gunicorn else None
+        processes = [("master", master)] + [("worker", p) for p in master.children()] if master else [("worker", me)]
+        for role, process in processes:
+            try:
+                with process.oneshot():
+                    memory, times = process.memory_info().rss, process.cpu_times()
+            except psutil.Error:  # a worker that exited between listing and reading
+                continue
+            rss.add_metric([role, str(process.pid)], memory)
+            cpu.add_metric([role, str(process.pid)], times.user + times.system)
+        return [up, rss, cpu]
 
 
 def requests_served(metrics_dir: str) -> int:

@@ -128,7 +128,9 @@ def test_dockerfile_and_compose_say_what_ops_rely_on():
     assert {".git", ".venv", "models", "tests"} <= set(ignored)
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert set(compose) == {"api", "nginx", "redis", "postgres"}
+    assert set(compose) == {"api", "nginx", "redis", "postgres", "prometheus", "grafana"}
+    assert {name for name, service in compose.items() if service.get("profiles")} == {"prometheus", "grafana"}
+    assert compose["prometheus"]["profiles"] == compose["grafana"]["profiles"] == ["monitoring"]
     for name, service in compose.items():
         assert service["healthcheck"]["test"] and service["restart"] == "unless-stopped", name
     assert "./models:/srv/agserve/models:ro" in compose["api"]["volumes"]

@@ -60,6 +60,10 @@ def test_counters_equal_the_requests_sent_across_both_workers(repository_path, d
         assert samples(text, "agserve_validation_failures_total", model="binary") == sent["422"]
         assert samples(text, "agserve_request_seconds_count", route=route) == sum(sent.values())
         assert samples(text, "agserve_batch_rows_sum", model="binary") == 3 * sent["200"]
+        assert samples(text, "agserve_worker_starts_total") == 2 and samples(text, "agserve_database_up") == 1
+        assert sorted(int(s.labels["pid"]) for f in text_string_to_metric_families(text) for s in f.samples
+                      if s.name == "agserve_process_resident_bytes" and s.labels["role"] == "worker") == pids
+        assert samples(text, "agserve_records_lost_total", store="monitoring") == 0  # present before any loss
 
         metrics_file = tmp_path / "metrics.txt"
         metrics_file.write_text(text)
@@ -76,6 +80,18 @@ def test_counters_equal_the_requests_sent_across_both_workers(repository_path, d
         after = scrape(server)
         assert samples(after, "agserve_requests_total", route=route, status="200") == sent["200"]
         assert samples(after, "agserve_rows_predicted_total", model="binary") == 3 * sent["200"]
+        assert samples(after, "agserve_worker_starts_total") == 3  # the replacement counts: restarts show
+
+
+def test_database_up_is_0_when_the_database_does_not_answer():
+    from app.db import Database
+    from app.metrics import ServerCollector
+    from tests.servers import free_port
+
+    dead = Database(f"postgresql://agserve@127.0.0.1:{free_port()}/agserve", timeout=1.0)
+    families = {family.name: family for family in ServerCollector(dead, under_gunicorn=False).collect()}
+    assert [sample.value for sample in families["agserve_database_up"].samples] == [0]
+    assert [sample.labels["role"] for sample in families["agserve_process_resident_bytes"].samples] == ["worker"]
 
 
 def test_metrics_need_the_metrics_scope(repository_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from app.auth import require_scope
 from app.extensions import served_models
@@ -25,14 +25,14 @@ def list_models():
 @require_scope("model_info")
 def default_model_info():
     """Metadata of the default model (GET /model/info of the original specification's contract)."""
-    return jsonify(describe(served_models().get(None)))
+    return jsonify({**describe(served_models().get(None)), "limits": limits()})
 
 
 @bp.get("/models/<name>")
 @require_scope("model_info")
 def model_info(name: str):
     """Metadata of a served model: problem, features, validation scores, stored feature importance."""
-    return jsonify(describe(served_models().get(name)))
+    return jsonify({**describe(served_models().get(name)), "limits": limits()})
 
 
 @bp.get("/models/<name>/schema")
@@ -41,6 +41,13 @@ def model_schema(name: str):
     """The JSON Schema a row must satisfy, generated from the model's marshmallow schema."""
     model = served_models().get(name)
     return jsonify({"name": model.name, "version": model.version, "row": json_schema(model.schema)})
+
+
+def limits() -> dict[str, int]:
+    """What one request may hold, so clients can chunk before the server refuses (413)."""
+    config = current_app.config
+    return {"max_rows": config["MAX_ROWS"], "max_body_bytes": config["MAX_BODY_BYTES"],
+            "explain_max_rows": config["EXPLAIN_MAX_ROWS"]}
 
 
 def describe(model: ServedModel) -> dict[str, Any]:
