@@ -273,9 +273,8 @@ def reference_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         missing = any(v is None for v in values)
         if kind == "numeric":
             data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
-        elif kind == "integer":
-            data[name] = np.array([np.nan if v is None else v for v in values], dtype="float64") if missing \
-                else np.array(values, dtype="int64")
+        elif kind == "integer":  # pandas' exact integers with gaps: a float64 column would round 2**63 - 1 up
+            data[name] = pd.array(values, dtype="Int64") if missing else np.array(values, dtype="int64")
         elif kind == "boolean":
             data[name] = pd.array(values, dtype="object") if missing else np.array(values, dtype=bool)
         elif kind == "datetime":

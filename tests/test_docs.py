@@ -8,7 +8,8 @@ from tests.servers import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PATH = re.compile(r"`((?:app|tests|deploy|config|bench)/[\w./-]*|[\w-]+\.py)`")
-YOURS = {"deploy/tls/"}  # the operator's certificate folder, named by the docs, never in the repository
+# The operator's certificate folder and Prometheus scrape key: named by the docs, never in the repository.
+YOURS = {"deploy/tls/", "deploy/prometheus/metrics.key"}
 
 
 def request_path() -> list[str]:

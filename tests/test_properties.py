@@ -331,7 +331,8 @@ def test_v2_tensors(server, in_process, chosen_seed):
             for label, name in proba_names(list(probabilities[0])).items():
                 assert outputs[name] == [row[label] for row in probabilities], (request, outputs)
 
-    run_property(chosen_seed, "v2", v2_case(), check)
+    # V2's stricter types (no text for numbers, NaN alone as missing) refuse more of the same rows: about 14-16 % pass.
+    run_property(chosen_seed, "v2", v2_case(), check, min_accepted=0.1)
 
 
 # --- feedback: outcomes of every type for answered predictions -------------------------------------------------------

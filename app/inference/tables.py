@@ -253,12 +253,13 @@ def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.Dat
 
 
 def _integer_column(values):
-    """int64 when nothing is missing (exact, past 2**53 too); float64 with NaN otherwise, as pandas builds it.
-    The fast path's float64 columns hold only integers below 2**53; larger ones come as Python ints."""
+    """int64 when nothing is missing (exact, past 2**53 too); otherwise float64 with NaN below 2**53 (the fast path's
+    columns) or pandas' nullable Int64: AutoGluon casts an integer feature back to int64, where a float rounded up to
+    2**63 would wrap to -2**63, and a row's answer must not depend on a missing value in another row of its batch."""
     if isinstance(values, np.ndarray):
         return values if np.isnan(values).any() else values.astype("int64")
     if any(v is None for v in values):
-        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+        return pd.array(values, dtype="Int64")
     return np.array(values, dtype="int64")
 
 

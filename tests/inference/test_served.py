@@ -9,7 +9,7 @@ from app.config import load_settings
 from app.inference import ModelNotFound, ModelNotReady, ModelRegistry, ModelRepository
 from app.inference.served import DirectTicket
 from app.inference.tables import SlowPath, table_from_records
-from tests.data import FEATURES, to_records
+from tests.data import FEATURES, mixed_frame, to_records
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,17 @@ def test_validation_takes_the_fast_path_or_marshmallow_with_the_same_columns(reg
         right = slow[name].tolist() if isinstance(slow[name], np.ndarray) else list(slow[name])
         assert [None if isinstance(v, float) and np.isnan(v) else v for v in left] == \
             [None if isinstance(v, float) and np.isnan(v) else v for v in right], name
+
+
+@pytest.mark.parametrize("count", [2 ** 63 - 1, 2 ** 63 - 600, 2 ** 62 + 1, -(2 ** 63)])
+def test_a_rows_answer_does_not_depend_on_a_missing_value_beside_it(registry, count):
+    """A missing value in another row of the batch must not move a row's answer: AutoGluon casts an integer feature
+    back to int64, and a float64 column would round 2**63 - 1 up to 2**63, which wraps to -2**63."""
+    model = registry.get("multiclass")
+    row = dict(to_records(mixed_frame(1, seed=5)[FEATURES])[0], cnt=count)
+    alone = model.predict([row])
+    beside = model.predict([row, dict(row, cnt=None)])
+    assert beside.probabilities[0] == alone.probabilities[0]
+    frame = model.frame(model.validate_table(table_from_records([row, dict(row, cnt=None)], model.feature_names)))
+    transformed = model.predictor.transform_features(frame)
+    assert transformed["cnt"].iloc[0] == count  # exact, never rounded or wrapped
