@@ -112,10 +112,15 @@ def test_drift_fires_one_alert_per_condition_by_email_and_webhook_and_a_dead_cha
             assert report["drifted_features"] == [], report["features"]
             assert hook.posts == [] and mailbox.messages == [] and dead.connections == 0
 
-            # Feedback reaches the prediction whichever worker answered it.
-            with server.only_worker(pids[1]), server.session() as other:
-                answer = other.post(f"{server.base}/feedback", json={"request_id": request_ids[0], "actual": [
-                    "yes"] * ROWS})
+            # Feedback reaches the prediction whichever worker answered it. SIGSTOP can freeze the other worker
+            # while it holds SQLite's write lock (a flush); the documented 503 says retry, so retry after waking it.
+            for _ in range(5):
+                with server.only_worker(pids[1]), server.session() as other:
+                    answer = other.post(f"{server.base}/feedback", json={"request_id": request_ids[0], "actual": [
+                        "yes"] * ROWS})
+                if answer.status_code != 503:
+                    break
+                time.sleep(0.5)
             assert answer.status_code == 200 and answer.json()["accepted"] == ROWS, answer.text
             quality = session.get(f"{server.base}/admin/models/binary/quality").json()
             assert quality["outcomes"] == ROWS and quality["live_eval_metric"] is not None, quality
