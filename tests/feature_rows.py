@@ -1,0 +1,117 @@
+"""Random input rows for the feature-spec properties, in two value spaces, for the six features of the test models.
+
+"Typed" values are what a client following the JSON Schema sends: JSON numbers, booleans, unpadded strings,
+date-times in the canonical ISO form (valid or not). On those the JSON Schema must give exactly the server's verdict.
+"Lenient" values are the other spellings the server also takes (numeric text, "yes", padded strings, 7-digit
+fractions, a space before the time): the schema may refuse them, but anything it accepts the server must accept.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hypothesis import strategies as st
+
+KINDS = {"num": "numeric", "cnt": "integer", "color": "category", "flag": "boolean", "when": "datetime",
+         "note": "text"}
+
+
+@st.composite
+def iso_text(draw, lenient: bool) -> str:
+    """A date or date-time in the canonical ISO form, the calendar and the range not necessarily respected."""
+    text = f"{draw(st.integers(1600, 2300)):04d}-{draw(st.integers(1, 12)):02d}-{draw(st.integers(1, 31)):02d}"
+    if draw(st.integers(0, 9)) == 0:  # the edges of pandas' range
+        text = draw(st.sampled_from(["1677-09-21", "1677-09-22", "2262-04-10", "2262-04-11", "2262-04-12"]))
+    timed = draw(st.booleans())
+    if timed:
+        text += f"{'T' if not lenient or draw(st.booleans()) else ' '}{draw(st.integers(0, 24)):02d}" \
+                f":{draw(st.integers(0, 60)):02d}"
+        if draw(st.booleans()):
+            text += f":{draw(st.integers(0, 60)):02d}"
+            if draw(st.booleans()):
+                digits = draw(st.integers(1, 60 if lenient else 6))  # past 64 characters the text is refused
+                text += "." + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=digits,
+                                                    max_size=digits)))
+    # A zone after a bare date is lenient: Python 3.11 reads "2024-01-02+02:00" as 02:00 local time
+    if (timed or lenient) and draw(st.integers(0, 7)) == 0:
+        text += draw(st.sampled_from(["Z", "+02:00", "-00:30"]))
+    return text
+
+
+UNPADDED = st.text(st.characters(exclude_categories=("Cs",)), max_size=12).filter(lambda s: s == s.strip())
+SHORT = st.text(st.characters(exclude_categories=("Cs",)), max_size=4).filter(lambda s: s == s.strip())
+PADDED = st.builds(lambda pad, s, end: pad + s + end, st.sampled_from([" ", "\t", "\u3000"]), UNPADDED,
+                   st.sampled_from(["", " ", "\n"]))
+INTEGRAL = st.integers(-2 ** 62, 2 ** 62).map(float)
+BIG_INTS = st.sampled_from([2 ** 53 + 1, 2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1, 2 ** 64, 10 ** 400,
+                            -(10 ** 400)])
+
+
+@st.composite
+def valid_iso(draw) -> str:
+    """A date or date-time pandas can hold, in the canonical ISO form, to a random precision."""
+    moment = draw(st.datetimes(datetime(1677, 9, 22), datetime(2262, 4, 10, 23, 59, 59)))
+    return moment.isoformat(timespec=draw(st.sampled_from(["minutes", "seconds", "milliseconds",
+                                                           "microseconds"])))[:draw(st.sampled_from([10, 64]))]
+
+
+# Typed values a server would mostly accept, and typed values at and past the rules' edges
+PLAUSIBLE = {
+    "numeric": st.one_of(st.floats(-5, 5.5), st.integers(-5, 5)),
+    "integer": st.one_of(st.integers(-3, 1000), st.integers(-3, 1000).map(float)),
+    "boolean": st.booleans(),
+    "category": st.sampled_from(["red", "blue", "1", ""]),
+    "datetime": valid_iso(),
+    "text": SHORT,
+}
+EDGES = {
+    "numeric": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2 ** 70), 2 ** 70),
+                         BIG_INTS, st.floats(-6, 6)),
+    "integer": st.one_of(st.integers(-(2 ** 70), 2 ** 70), BIG_INTS, INTEGRAL,
+                         st.floats(allow_nan=False, allow_infinity=False), st.floats(-4, 1001)),
+    "boolean": st.booleans(),
+    "category": st.one_of(st.sampled_from(["green", "redder", "blue" * 3]), UNPADDED),
+    "datetime": iso_text(lenient=False),
+    "text": st.text(st.characters(exclude_categories=("Cs",)), min_size=8, max_size=14).filter(
+        lambda s: s == s.strip()),
+}
+# Values of another JSON type that no spelling rule lets through (numeric text, 1 for true... are lenient)
+SHAPES = st.sampled_from([[1], {"a": 1}, []])
+NOT_NUMBERS = st.one_of(st.booleans(), SHAPES)
+NOT_STRINGS = st.one_of(st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False), SHAPES)
+OTHER_TYPES = {"numeric": NOT_NUMBERS, "integer": NOT_NUMBERS,
+               "boolean": st.one_of(st.floats(allow_nan=False).filter(lambda v: v not in (0, 1)), SHAPES),
+               "category": NOT_STRINGS, "datetime": NOT_STRINGS, "text": NOT_STRINGS}
+LENIENT = {
+    "numeric": st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr), st.integers().map(str),
+                         st.sampled_from(["nan", "inf", "-Infinity", "1e999", "1_000", " 2 ", "0x10", "1" * 70]),
+                         st.just(float("nan")), st.just(float("inf"))),
+    "integer": st.one_of(st.integers(-(2 ** 66), 2 ** 66).map(str), st.sampled_from(["3.0", " 7 ", "3.5", "1e3",
+                                                                                     "9" * 70]),
+                         st.just(float("nan")), st.just(-(2.0 ** 63))),
+    "boolean": st.sampled_from(["true", "False", "yes", "off", "1", "0", "T", "on", 1, 0, 1.0, "maybe"]),
+    "category": PADDED,
+    "datetime": st.one_of(iso_text(lenient=True), PADDED, st.sampled_from(["20240102", "2024-01-02T03",
+                                                                           "2024-W01-1", "2024-1-2"])),
+    "text": PADDED,
+}
+
+
+@st.composite
+def rows(draw, lenient: bool = False) -> list[dict[str, Any]]:
+    """1-3 rows, mostly of typed values in range, with now and then a value at an edge, of another type, a null or
+    (lenient) another spelling; now and then a row lacks a feature or has an unknown key."""
+    drawn = []
+    for _ in range(draw(st.integers(1, 3))):
+        row = {}
+        for name, kind in KINDS.items():
+            choice = draw(st.integers(0, 59))
+            row[name] = (None if choice == 0 else draw(OTHER_TYPES[kind]) if choice == 1 else draw(EDGES[kind]) if choice < 5
+                         else draw(LENIENT[kind]) if lenient and choice < 9 else draw(PLAUSIBLE[kind]))
+        shape = draw(st.integers(0, 29))
+        if shape == 0:
+            row.pop(draw(st.sampled_from(list(KINDS))))
+        elif shape == 1:
+            row["surprise"] = 1
+        drawn.append(row)
+    return drawn
