@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.values import (DATETIME_MAX, DATETIME_MIN, INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES, fits_int64,
+from app.values import (DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES, fits_int64,
                         parse_duration)
 
 
@@ -88,7 +88,8 @@ class IsoDateTime(StrippedString):
     default_error_messages = {
         "datetime": "Not a valid ISO 8601 date or date-time.",
         "zoned": "Time zone offsets are not accepted: send the local date-time, as in training.",
-        "range": f"Date-times must lie between {DATETIME_MIN:%Y-%m-%d} and {DATETIME_MAX:%Y-%m-%d} (what pandas can hold)."}
+        "range": f"Date-times must lie between {DATETIME_MIN:%Y-%m-%d} and {DATETIME_MAX:%Y-%m-%d} "
+                 "(what pandas can hold)."}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -102,6 +103,8 @@ class IsoDateTime(StrippedString):
             raise self.make_error("zoned")
         if not DATETIME_MIN <= moment <= DATETIME_MAX:  # AutoGluon would fail converting it to datetime64[ns]
             raise self.make_error("range")
+        if not DATETIME_TEXT.fullmatch(text):
+            raise self.make_error("datetime")
         return text
 
 

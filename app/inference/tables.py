@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from app.inference.errors import InvalidInput
-from app.values import DATETIME_MAX, DATETIME_MIN, NAME_MAX, NUMBER_TEXT_MAX
+from app.values import DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, NAME_MAX, NUMBER_TEXT_MAX
 
 
 class SlowPath(Exception):
@@ -180,7 +180,7 @@ def datetimes(values: list[Any]) -> list[Any]:
             out.append(None)
             continue
         text = _string(value)
-        if len(text) > NUMBER_TEXT_MAX:  # fromisoformat would read a 50-digit fraction; marshmallow refuses it
+        if len(text) > NUMBER_TEXT_MAX or not DATETIME_TEXT.fullmatch(text):  # as marshmallow's IsoDateTime
             raise SlowPath()
         try:
             moment = datetime.fromisoformat(text)
