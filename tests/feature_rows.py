@@ -8,6 +8,7 @@ fractions, a space before the time): the schema may refuse them, but anything it
 from __future__ import annotations
 
 import math
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -38,10 +39,24 @@ def iso_text(draw, lenient: bool) -> str:
 
 
 UNPADDED = st.text(st.characters(exclude_categories=("Cs",)), max_size=12).filter(lambda s: s == s.strip())
-SHORT = st.text(st.characters(exclude_categories=("Cs",)), max_size=4).filter(lambda s: s == s.strip())
+SHORT = st.integers(0, 4).flatmap(lambda n: st.text(st.characters(exclude_categories=("Cs", "Zs", "Cc")), min_size=n,
+                                                    max_size=n)).filter(lambda s: s == s.strip())
 PADDED = st.builds(lambda pad, s, end: pad + s + end, st.sampled_from([" ", "\t", "\u3000"]), UNPADDED,
                    st.sampled_from(["", " ", "\n"]))
 INTEGRAL = st.integers(-2 ** 62, 2 ** 62).map(float)
+# The kinds' edges, and those of the bounds the tests give an owner's schema.json (tests/inference/test_features.py)
+BOUNDARIES = {
+    "numeric": [-5, 5.5, -5.000001, 5.500001, 6, 2 ** 70, -sys.float_info.max, sys.float_info.max, 10 ** 400],
+    "integer": [-4, -3, 1000, 1001, 2 ** 53 + 1, 2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1, 2 ** 64,
+                9.223372036854775e18, 2.0 ** 63, 10 ** 400, 3.5],
+    "boolean": [True, False],
+    "category": ["red", "green", "", "redder", "redde", "reddest"],
+    "datetime": ["1677-09-21T23:59:59.999999", "1677-09-22", "2262-04-10T23:59:59.999999", "2262-04-11",
+                 "2262-04-11T00:00:00.000001", "2262-04-11T00:01", "2000-02-29", "1900-02-29", "2100-02-29"],
+    "text": ["", "abcd", "abcde", "abcdefghi", "abcdefghij"],
+}
+# Edges in spellings the JSON Schema does not list: 64 and 65 characters of date-time text
+LENIENT_BOUNDARIES = {"datetime": ["2024-01-02T03:04:05." + "0" * 44, "2024-01-02T03:04:05." + "0" * 45]}
 BIG_INTS = st.sampled_from([2 ** 53 + 1, 2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1, 2 ** 64, 10 ** 400,
                             -(10 ** 400)])
 
@@ -65,13 +80,13 @@ PLAUSIBLE = {
 }
 EDGES = {
     "numeric": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2 ** 70), 2 ** 70),
-                         BIG_INTS, st.floats(-6, 6)),
-    "integer": st.one_of(st.integers(-(2 ** 70), 2 ** 70), BIG_INTS, INTEGRAL,
+                         BIG_INTS, st.floats(-6, 6), st.sampled_from(BOUNDARIES["numeric"])),
+    "integer": st.one_of(st.integers(-(2 ** 70), 2 ** 70), BIG_INTS, INTEGRAL, st.sampled_from(BOUNDARIES["integer"]),
                          st.floats(allow_nan=False, allow_infinity=False), st.floats(-4, 1001)),
     "boolean": st.booleans(),
     "category": st.one_of(st.sampled_from(["green", "redder", "blue" * 3]), UNPADDED),
-    "datetime": iso_text(lenient=False),
-    "text": st.text(st.characters(exclude_categories=("Cs",)), min_size=8, max_size=14).filter(
+    "datetime": st.one_of(iso_text(lenient=False), st.sampled_from(BOUNDARIES["datetime"])),
+    "text": st.text(st.characters(exclude_categories=("Cs",)), min_size=3, max_size=11).filter(
         lambda s: s == s.strip()),
 }
 # Values of another JSON type that no spelling rule lets through (numeric text, 1 for true... are lenient)
@@ -98,23 +113,22 @@ LENIENT = {
 
 
 @st.composite
-def rows(draw, lenient: bool = False) -> list[dict[str, Any]]:
-    """1-3 rows, mostly of typed values in range, with now and then a value at an edge, of another type, a null or
-    (lenient) another spelling; now and then a row lacks a feature or has an unknown key."""
-    drawn = []
-    for _ in range(draw(st.integers(1, 3))):
-        row = {}
-        for name, kind in KINDS.items():
-            choice = draw(st.integers(0, 59))
-            row[name] = (None if choice == 0 else draw(OTHER_TYPES[kind]) if choice == 1
-                         else draw(EDGES[kind]) if choice < 5
-                         else draw(LENIENT[kind]) if lenient and choice < 9 else draw(PLAUSIBLE[kind]))
-        shape = draw(st.integers(0, 29))
-        if shape == 0:
-            row.pop(draw(st.sampled_from(list(KINDS))))
-        elif shape == 1:
-            row["surprise"] = 1
-        drawn.append(row)
+def rows(draw, lenient: bool = False, max_rows: int = 3) -> list[dict[str, Any]]:
+    """1 to max_rows rows of plausible values (or nulls), then mostly one or two values replaced by one at an edge, of
+    another type or (lenient) in another spelling, so that a refusal seldom hides another; now and then a row lacks
+    a feature or has an unknown key."""
+    drawn = [{name: None if draw(st.integers(0, 19)) == 0 else draw(PLAUSIBLE[kind]) for name, kind in KINDS.items()}
+             for _ in range(draw(st.integers(1, max_rows)))]
+    odd = {kind: st.one_of(EDGES[kind], EDGES[kind], OTHER_TYPES[kind], *([LENIENT[kind]] * 2 if lenient else []))
+           for kind in set(KINDS.values())}
+    for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2]))):
+        name = draw(st.sampled_from(list(KINDS)))
+        drawn[draw(st.integers(0, len(drawn) - 1))][name] = draw(odd[KINDS[name]])
+    shape = draw(st.integers(0, 19))
+    if shape == 0:
+        drawn[0].pop(draw(st.sampled_from(list(KINDS))))
+    elif shape == 1:
+        drawn[-1]["surprise"] = 1
     return drawn
 
 
