@@ -146,7 +146,8 @@ class Collector:
         """The spans once condition(spans) holds (the workers export in the background), else AssertionError."""
         deadline = time.monotonic() + timeout
         while not condition(list(self.spans)):
-            assert time.monotonic() < deadline, f"spans never satisfied the condition: {self.spans}"
+            assert time.monotonic() < deadline, \
+                f"{len(self.spans)} spans never satisfied the condition; the last: {[s.name for s in self.spans[-20:]]}"
             time.sleep(0.05)
         return list(self.spans)
 

@@ -139,9 +139,9 @@ def test_with_tracing_off_a_worker_has_no_export_thread_and_answers_no_tracepare
     [on_worker] = traced_server_.worker_pids()
     assert any(name.startswith("OtelBatch") for name in thread_names(on_worker))  # py-spy does see the exporter
     with gunicorn(repository_path, workers=1, AGSERVE_MODELS="multiclass") as server:
-        header, _, _ = traceparent()
-        answer = server.session().get(f"{server.base}/models/multiclass", headers={"traceparent": header}, timeout=30)
-        assert answer.status_code == 200 and "traceparent" not in answer.headers
         [worker] = server.worker_pids()
         names = thread_names(worker)
         assert "MainThread" in names and not any(name.startswith("Otel") for name in names), names
+        header, _, _ = traceparent()
+        answer = server.session().get(f"{server.base}/models/multiclass", headers={"traceparent": header}, timeout=30)
+        assert answer.status_code == 200 and "traceparent" not in answer.headers
