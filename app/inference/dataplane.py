@@ -130,7 +130,7 @@ class DataPlane:
             raise ExplanationsBusy("explanations are at their concurrency limit in this worker; retry shortly",
                                    {"limit": self.explain_limit}, headers={"Retry-After": "1"})
         try:
-            with context.timed("explain"):
+            with context.timed("explain"), context.step("explain"):
                 return explain.explain_table(model, table, permutations, self.cache)
         finally:
             self.explain_slots.release()
