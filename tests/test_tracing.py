@@ -11,6 +11,7 @@ import threading
 import pytest
 import requests
 
+from app.tracing import traces_url
 from tests.api.test_prediction import expected_answers
 from tests.data import FEATURES, to_records
 from tests.receivers import otlp_receiver
@@ -48,6 +49,13 @@ def thread_names(pid: int) -> list[str]:
     dump = subprocess.run([str(BIN / "py-spy"), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
     assert dump.returncode == 0, dump.stderr
     return [line.split('"')[1] for line in dump.stdout.splitlines() if line.startswith("Thread ") and '"' in line]
+
+
+@pytest.mark.parametrize("endpoint, url", [("http://c:4318", "http://c:4318/v1/traces"),
+                                           ("https://c/otlp/", "https://c/otlp/v1/traces"),
+                                           ("http://c:4318/v1/traces", "http://c:4318/v1/traces")])
+def test_the_endpoint_is_a_collectors_base_url_or_its_traces_url(endpoint, url):
+    assert traces_url(endpoint) == url
 
 
 def test_one_request_is_one_trace_under_the_callers_traceparent(traced, in_process, dataset):
