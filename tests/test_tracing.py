@@ -14,10 +14,10 @@ import requests
 from app.tracing import traces_url
 from tests.api.test_prediction import expected_answers
 from tests.data import FEATURES, to_records
+from tests.conftest import build_app, client_with_key
 from tests.receivers import otlp_receiver
 from tests.servers import BIN, gunicorn
 
-pytestmark = pytest.mark.server
 STEPS = {"decode", "validate", "cache.lookup", "batch.wait", "model.call", "prediction_log", "monitoring"}
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
 
@@ -58,10 +58,11 @@ def test_the_endpoint_is_a_collectors_base_url_or_its_traces_url(endpoint, url):
     assert traces_url(endpoint) == url
 
 
+@pytest.mark.server
 def test_one_request_is_one_trace_under_the_callers_traceparent(traced, in_process, dataset):
     server, collector = traced
     header, trace_id, caller_span = traceparent()
-    rows = dataset[1][FEATURES].iloc[0:3]
+    root_name, rows = "POST /predict", dataset[1][FEATURES].iloc[0:3]
     answer = server.session().post(f"{server.base}/predict", json={"data": to_records(rows)}, timeout=30,
                                    headers={"traceparent": header, "X-Request-ID": "traced-1"})
     assert answer.status_code == 200
@@ -69,10 +70,10 @@ def test_one_request_is_one_trace_under_the_callers_traceparent(traced, in_proce
     assert (body["predictions"], body["probabilities"]) == expected_answers(in_process["multiclass"], rows)
     assert answer.headers["traceparent"].split("-")[1] == trace_id  # the trace goes on in the answer too
 
-    spans = collector.wait_for(lambda spans: {s.name for s in spans if s.trace_id == trace_id} >= STEPS | {"POST /predict"})
+    spans = collector.wait_for(lambda spans: {s.name for s in spans if s.trace_id == trace_id} >= STEPS | {root_name})
     assert {s.trace_id for s in spans if s.attributes.get("agserve.request_id") == "traced-1"} == {trace_id}
     trace = [s for s in spans if s.trace_id == trace_id]
-    [root] = [s for s in trace if s.name == "POST /predict"]
+    [root] = [s for s in trace if s.name == root_name]
     assert root.parent_id == caller_span and root.kind == SERVER_KIND and root.service == "agserve-test"
     assert root.attributes == {"agserve.request_id": "traced-1", "agserve.model": "multiclass",
                                "agserve.model_version": "1", "agserve.rows": 3, "http.request.method": "POST",
@@ -93,6 +94,7 @@ def test_one_request_is_one_trace_under_the_callers_traceparent(traced, in_proce
     assert collector.paths and set(collector.paths) == {"/v1/traces"}
 
 
+@pytest.mark.server
 def test_a_batched_model_call_links_every_request_it_served(traced, dataset):
     server, collector = traced
     frame = dataset[1][FEATURES]
@@ -142,6 +144,7 @@ def test_a_batched_model_call_links_every_request_it_served(traced, dataset):
     assert merged > 1, "concurrent requests should have shared a model call"
 
 
+@pytest.mark.server
 def test_with_tracing_off_a_worker_has_no_export_thread_and_answers_no_traceparent(traced, repository_path):
     traced_server_, _ = traced
     [on_worker] = traced_server_.worker_pids()
@@ -153,3 +156,23 @@ def test_with_tracing_off_a_worker_has_no_export_thread_and_answers_no_tracepare
         header, _, _ = traceparent()
         answer = server.session().get(f"{server.base}/models/multiclass", headers={"traceparent": header}, timeout=30)
         assert answer.status_code == 200 and "traceparent" not in answer.headers
+
+
+def test_without_batching_the_model_call_is_traced_in_the_requests_thread(repository_path, tmp_path, dataset):
+    with otlp_receiver() as collector:
+        app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary", BATCHING=False,
+                        OTLP_ENDPOINT=collector.url)
+        try:
+            header, trace_id, caller_span = traceparent()
+            rows = to_records(dataset[1][FEATURES].iloc[5:7])
+            answer = client_with_key(app).post("/predict", json={"data": rows}, headers={"traceparent": header})
+            assert answer.status_code == 200
+        finally:
+            app.extensions["agserve.tracer"].shutdown()  # sends what is queued and stops the export thread
+        trace = [s for s in collector.spans if s.trace_id == trace_id]
+        [root] = [s for s in trace if s.name == "POST /predict"]
+        [call] = [s for s in trace if s.name == "model.call"]
+        assert root.parent_id == caller_span and call.parent_id == root.span_id
+        assert call.links == [(trace_id, root.span_id, {"agserve.request_id": root.attributes["agserve.request_id"]})]
+        assert (call.attributes["agserve.rows"], call.attributes["agserve.batch.requests"]) == (2, 1)
+        assert "batch.wait" not in {s.name for s in trace}  # no batcher, no wait

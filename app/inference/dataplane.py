@@ -25,13 +25,13 @@ from typing import Any, Iterator
 
 from app import metrics
 from app.inference import explain
-from app.tracing import NO_SPAN, RequestTrace
 from app.inference.errors import ServingError
 from app.inference.registry import ModelRegistry
 from app.inference.served import Prediction, ServedModel
 from app.inference.tables import Table, take_rows
 from app.predictionlog import PredictionLog, RecordNotKept
 from app.state.cache import row_keys
+from app.tracing import NO_SPAN, RequestTrace
 
 NOT_RECORDED = "predictions cannot be recorded now and this server answers only recorded ones; retry later"
 
