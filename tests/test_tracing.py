@@ -176,3 +176,12 @@ def test_without_batching_the_model_call_is_traced_in_the_requests_thread(reposi
         assert call.links == [(trace_id, root.span_id, {"agserve.request_id": root.attributes["agserve.request_id"]})]
         assert (call.attributes["agserve.rows"], call.attributes["agserve.batch.requests"]) == (2, 1)
         assert "batch.wait" not in {s.name for s in trace}  # no batcher, no wait
+
+
+def test_with_tracing_off_no_tracing_hook_is_registered(app):
+    from app.api import hooks
+
+    assert app.extensions.get("agserve.tracer") is None
+    assert hooks.start_request in app.before_request_funcs[None]  # the list read is the one Flask runs
+    assert hooks.start_trace not in app.before_request_funcs[None]
+    assert hooks.finish_trace not in app.after_request_funcs[None]
