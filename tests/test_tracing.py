@@ -145,10 +145,11 @@ def test_a_batched_model_call_links_every_request_it_served(traced, dataset):
 
 
 @pytest.mark.server
-def test_with_tracing_off_a_worker_has_no_export_thread_and_answers_no_traceparent(traced, repository_path):
+def test_export_threads_live_in_workers_and_with_tracing_off_there_are_none(traced, repository_path):
     traced_server_, _ = traced
     [on_worker] = traced_server_.worker_pids()
     assert any(name.startswith("OtelBatch") for name in thread_names(on_worker))  # py-spy does see the exporter
+    assert not any(name.startswith("Otel") for name in thread_names(traced_server_.process.pid))  # never the master
     with gunicorn(repository_path, workers=1, AGSERVE_MODELS="multiclass") as server:
         [worker] = server.worker_pids()
         names = thread_names(worker)
