@@ -3,7 +3,6 @@ trace under the caller's traceparent with a span per data-plane step, a batched 
 served, and with tracing off a worker has no export thread."""
 from __future__ import annotations
 
-import contextlib
 import secrets
 import subprocess
 import threading
@@ -13,8 +12,8 @@ import requests
 
 from app.tracing import traces_url
 from tests.api.test_prediction import expected_answers
-from tests.data import FEATURES, to_records
 from tests.conftest import build_app, client_with_key
+from tests.data import FEATURES, to_records
 from tests.receivers import otlp_receiver
 from tests.servers import BIN, gunicorn
 
@@ -22,20 +21,15 @@ STEPS = {"decode", "validate", "cache.lookup", "batch.wait", "model.call", "pred
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
 
 
-@contextlib.contextmanager
-def traced_server(repository_path, tmp_path, **settings):
-    """One worker (so concurrent requests meet in one batcher), exporting to a receiver within 50 ms."""
-    with otlp_receiver() as collector, \
-            gunicorn(repository_path, workers=1, AGSERVE_MODELS="multiclass", AGSERVE_OTLP_ENDPOINT=collector.url,
-                     AGSERVE_OTEL_SERVICE_NAME="agserve-test", AGSERVE_PREDICTION_LOG_DIR=str(tmp_path / "log"),
-                     AGSERVE_BATCH_MAX_WAIT_MS="1000", OTEL_BSP_SCHEDULE_DELAY="50", **settings) as server:
-        yield server, collector
-
-
 @pytest.fixture(scope="module")
 def traced(repository_path, tmp_path_factory):
-    with traced_server(repository_path, tmp_path_factory.mktemp("traced")) as running:
-        yield running
+    """One worker (so concurrent requests meet in one batcher), exporting to a receiver every 50 ms."""
+    log = tmp_path_factory.mktemp("traced") / "log"
+    with otlp_receiver() as collector, \
+            gunicorn(repository_path, workers=1, AGSERVE_MODELS="multiclass", AGSERVE_OTLP_ENDPOINT=collector.url,
+                     AGSERVE_OTEL_SERVICE_NAME="agserve-test", AGSERVE_PREDICTION_LOG_DIR=str(log),
+                     AGSERVE_BATCH_MAX_WAIT_MS="1000", OTEL_BSP_SCHEDULE_DELAY="50") as server:
+        yield server, collector
 
 
 def traceparent() -> tuple[str, str, str]:
