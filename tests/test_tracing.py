@@ -12,6 +12,7 @@ import requests
 
 from app.tracing import traces_url
 from tests.api.test_prediction import expected_answers
+from tests.api.test_v2 import v2_body
 from tests.conftest import build_app, client_with_key
 from tests.data import FEATURES, to_records
 from tests.receivers import otlp_receiver
@@ -153,15 +154,20 @@ def test_export_threads_live_in_workers_and_with_tracing_off_there_are_none(trac
         assert answer.status_code == 200 and "traceparent" not in answer.headers
 
 
-def test_without_batching_the_model_call_is_traced_in_the_requests_thread(repository_path, tmp_path, dataset):
+def test_without_batching_the_model_call_is_traced_in_the_requests_thread_and_v2_alike(repository_path, tmp_path, dataset):
     with otlp_receiver() as collector:
         app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary", BATCHING=False,
                         OTLP_ENDPOINT=collector.url)
         try:
             header, trace_id, caller_span = traceparent()
-            rows = to_records(dataset[1][FEATURES].iloc[5:7])
-            answer = client_with_key(app).post("/predict", json={"data": rows}, headers={"traceparent": header})
+            v2_header, v2_trace_id, _ = traceparent()
+            client = client_with_key(app)
+            rows = dataset[1][FEATURES].iloc[5:7]
+            answer = client.post("/predict", json={"data": to_records(rows)}, headers={"traceparent": header})
             assert answer.status_code == 200
+            v2 = client.post("/v2/models/binary/infer", json=v2_body(dataset[1][FEATURES].iloc[7:8]),
+                             headers={"traceparent": v2_header})
+            assert v2.status_code == 200
         finally:
             app.extensions["agserve.tracer"].shutdown()  # sends what is queued and stops the export thread
         trace = [s for s in collector.spans if s.trace_id == trace_id]
@@ -171,6 +177,9 @@ def test_without_batching_the_model_call_is_traced_in_the_requests_thread(reposi
         assert call.links == [(trace_id, root.span_id, {"agserve.request_id": root.attributes["agserve.request_id"]})]
         assert (call.attributes["agserve.rows"], call.attributes["agserve.batch.requests"]) == (2, 1)
         assert "batch.wait" not in {s.name for s in trace}  # no batcher, no wait
+        v2_trace = {s.name: s for s in collector.spans if s.trace_id == v2_trace_id}  # the V2 protocol alike
+        assert set(v2_trace) == STEPS - {"batch.wait", "prediction_log"} | {"POST /v2/models/<name>/infer"}  # no log here
+        assert v2_trace["decode"].parent_id == v2_trace["POST /v2/models/<name>/infer"].span_id
 
 
 def test_with_tracing_off_no_tracing_hook_is_registered(app):
