@@ -148,6 +148,13 @@ def _bind(value: Any) -> str:
     return text
 
 
+def _otlp_endpoint(value: Any) -> str:
+    text = _text(value)
+    if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise ValueError("must be an http:// or https:// URL (an OTLP/HTTP collector), or empty")
+    return text
+
+
 RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -268,6 +275,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALERT_RULES", "", _text, "TOML file of alert rules and channels (see config/alerts.example.toml); empty: no alerts."),
     Setting("ALERT_INTERVAL", 30.0, _number(0.1, 3600, "seconds"), "Seconds between evaluations of the alert rules (by one worker of the whole fleet; another takes over within about this time when it dies)."),
     Setting("METRICS_DIR", "", _text, "Folder of prometheus_client's multiprocess files; empty: gunicorn.conf.py makes a fresh one under /dev/shm per server (and without gunicorn, metrics stay in the process)."),
+    Setting("OTLP_ENDPOINT", "", _otlp_endpoint, "OpenTelemetry collector that receives traces over OTLP/HTTP (protobuf), e.g. `http://otel-collector:4318` (spans go to its `/v1/traces`); empty: tracing is off and costs nothing. Each worker exports its own spans in the background; the `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables of the OpenTelemetry SDK (headers, timeout, export delay) apply ([tracing](tracing.md))."),
+    Setting("OTEL_SERVICE_NAME", "agserve", _text, "The `service.name` that spans carry, to tell this deployment's traces from others' in the collector."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),

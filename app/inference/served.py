@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from marshmallow import Schema, ValidationError
 
-from app import metrics
+from app import metrics, tracing
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
@@ -67,8 +67,11 @@ class DirectTicket:
     def __exit__(self, *exc) -> None:
         pass
 
-    def submit(self, columns: dict[str, Any], n: int) -> Prediction:
-        return self._predict_parts([columns], [n])[0]
+    def submit(self, columns: dict[str, Any], n: int, trace: tracing.RequestTrace | None = None) -> Prediction:
+        if trace is None:
+            return self._predict_parts([columns], [n])[0]
+        with tracing.model_call([trace], n, 1):
+            return self._predict_parts([columns], [n])[0]
 
 
 class MaskedRows(dict):
