@@ -55,14 +55,15 @@ class BodyClock:
         self.expired = remaining <= 0
         if self.expired:
             raise TimeoutError("the request body did not arrive in time")
-        self.sock.settimeout(remaining)
+        outer = self.sock.gettimeout()  # gunicorn's own bound while it drains an unread body, when tighter
+        self.sock.settimeout(remaining if outer is None else min(remaining, outer))
         try:
             data = self.sock.recv(size)
         except socket.timeout:
-            self.expired = True
+            self.expired = outer is None or remaining <= outer
             raise TimeoutError("the request body did not arrive in time") from None
         finally:
-            self.sock.settimeout(None)
+            self.sock.settimeout(outer)
         self.received += len(data)
         return data
 

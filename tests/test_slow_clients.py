@@ -187,3 +187,20 @@ def test_a_body_keeping_up_the_minimum_rate_is_read_past_the_timeout_and_one_fal
     finally:
         ours.close()
         theirs.close()
+
+
+def test_gunicorns_tighter_drain_timeout_is_kept():
+    """gunicorn drains an unread body under its own socket timeout; the body clock never waits longer than that."""
+    from app.workers import BodyClock
+
+    ours, theirs = socket.socketpair()
+    clock = BodyClock(ours, time.monotonic(), timeout=30, min_rate=2000, received=0)
+    try:
+        ours.settimeout(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            clock.recv(4096)
+        assert time.monotonic() - started < 1 and not clock.expired and ours.gettimeout() == 0.2
+    finally:
+        ours.close()
+        theirs.close()
