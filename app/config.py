@@ -240,6 +240,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEYS_MAY_OUTLIVE_TOKEN", False, _boolean, "Whether a caller authenticated by a JWT may create an API key that expires after its token (or never); off: 422."),
     Setting("TRUSTED_PROXIES", 0, _int_between(0, 5, "proxies"), "Proxies in front of the server whose `X-Forwarded-For`/`-Proto` are trusted (Werkzeug's ProxyFix); the audit log and request logs then record the real client. 1 behind the compose nginx; 0: the peer address."),
     Setting("HEADER_TIMEOUT", 10.0, _number(0.5, 300, "seconds"), "Seconds a client has to send a request's headers; until they are complete the connection holds no worker thread (slow clients cannot take them all)."),
+    Setting("BODY_TIMEOUT", 10.0, _number(0.5, 300, "seconds"), "Seconds a request body has from the end of its headers; the first 64 KiB of it are gathered without holding a worker thread. Past them the body must keep up AGSERVE_BODY_MIN_RATE, or it is answered 408."),
+    Setting("BODY_MIN_RATE", 262144, _int_between(1024, 1 << 30, "bytes/s"), "Average bytes/s a request body must keep up since its headers once AGSERVE_BODY_TIMEOUT has passed, or it is answered 408: a slow body holds a thread at most max(BODY_TIMEOUT, MAX_BODY_BYTES / BODY_MIN_RATE) seconds."),
     Setting("RATE_LIMIT_PREDICT", "", _rate_limit, "Requests each credential (API key or JWT subject) may make to `predict` routes, e.g. `600/minute`; empty: no limit."),
     Setting("RATE_LIMIT_EXPLAIN", "", _rate_limit, "The same for `explain` routes."),
     Setting("RATE_LIMIT_MODEL_INFO", "", _rate_limit, "The same for `model_info` routes."),
