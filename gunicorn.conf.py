@@ -53,6 +53,7 @@ from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the worker
 HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
 HeaderTimeoutWorker.body_timeout = _settings["BODY_TIMEOUT"]
 HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
+HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False

@@ -75,6 +75,7 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
     header_timeout = 10.0  # seconds; gunicorn.conf.py sets AGSERVE_HEADER_TIMEOUT
     body_timeout = 10.0  # seconds; AGSERVE_BODY_TIMEOUT
     body_min_rate = 262144.0  # bytes/s; AGSERVE_BODY_MIN_RATE
+    max_body_bytes = 32 * 2 ** 20  # AGSERVE_MAX_BODY_BYTES: a body declared longer goes to a thread for its 413 at once
 
     def handle(self, conn):
         if self.cfg.is_ssl or gthread.negotiation.prior_knowledge_allowed(self.cfg, conn.client):
@@ -118,7 +119,7 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         if end >= 0 and chunk != b"":
             if conn.body_started is None:
                 conn.body_started = now
-            wanted = _body_ahead(data[:end + 2])
+            wanted = _body_ahead(data[:end + 2], self.max_body_bytes)
             have = len(data) - end - len(HEADERS_END)
             if have < wanted:
                 if now < conn.body_started + self.body_timeout:
@@ -138,14 +139,16 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         return True
 
 
-def _body_ahead(headers: bytes) -> int:
+def _body_ahead(headers: bytes, max_body: int) -> int:
     """How many body bytes to gather before a thread takes the request: all of a small body of known length, the
-    first BODY_AHEAD of a larger one; none when its length is not known here (chunked, or left to the parser) or
-    the client waits for gunicorn's 100 Continue before sending it."""
+    first BODY_AHEAD of a larger one; none when its length is not known here (chunked, or left to the parser), is
+    past the body limit (the view answers 413 without reading it), or the client waits for gunicorn's 100 Continue."""
     if _NOT_AHEAD.search(headers):
         return 0
     lengths = _LENGTH.findall(headers)
-    return min(int(lengths[0]), BODY_AHEAD) if len(lengths) == 1 else 0
+    if len(lengths) != 1 or int(lengths[0]) > max_body:
+        return 0
+    return min(int(lengths[0]), BODY_AHEAD)
 
 
 def _refuse(sock: socket.socket, answer: bytes, part: str) -> None:

@@ -135,6 +135,13 @@ def test_trickled_bodies_hold_no_thread_and_are_cut_off(repository_path, dataset
         finally:
             for sock in slow:
                 sock.close()
+        # A body declared past the limit is refused 413 at once, without waiting for bytes that never come.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_post_headers(server.key, 33 * 2 ** 20))
+            sock.settimeout(1.5)
+            head, _, text = sock.recv(65536).partition(b"\r\n\r\n")  # answered at once; gunicorn closes it later
+            refused = int(head.split()[1]), json.loads(text)
+        assert refused is not None and refused[0] == 413 and refused[1]["details"]["max_bytes"] == 32 * 2 ** 20, refused
         metrics = http.get(f"{server.base}/metrics", timeout=10).text
         assert 'agserve_slow_clients_total{part="body"} %.1f' % (SLOW + THREADS) in metrics
     logged = log.read_text()  # once the server has stopped, so every worker's lines are flushed
