@@ -135,7 +135,8 @@ def start_server(repository: Path, auth_db: Path, port: int, log_path: Path, **s
         if process.poll() is not None:
             raise SystemExit(f"gunicorn exited; see {log_path}")
         try:
-            if requests.get(url, timeout=2).status_code == 200 and _both_workers_ready(process):
+            if requests.get(url, timeout=2).status_code == 200 and \
+                    _every_worker_ready(process, int(env["WEB_CONCURRENCY"])):
                 return process, time.monotonic() - started
         except requests.RequestException:
             pass
@@ -184,9 +185,9 @@ def traced_scenario(repository: Path, auth_db: Path, port: int, key: str, one: P
         return figures, len(exports)
 
 
-def _both_workers_ready(process) -> bool:
+def _every_worker_ready(process, workers: int) -> bool:
     children = psutil.Process(process.pid).children()
-    return len(children) == 2 and all(any("lib_lightgbm" in m.path for m in c.memory_maps()) for c in children)
+    return len(children) == workers and all(any("lib_lightgbm" in m.path for m in c.memory_maps()) for c in children)
 
 
 def hey(url: str, key: str, body: Path | None, content_type: str, *, concurrency: int, requests_: int | None = None,
