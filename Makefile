@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt setup.cfg 2>/dev/null | sha256sum | cut -c1-12)
 export AGSERVE_BIND ?= 127.0.0.1:8000
 
-.PHONY: install kserve-client system-packages demo run test soak bench reliability deploy undeploy status clean help docs
+.PHONY: install kserve-client system-packages demo run test soak bench bench-knobs reliability deploy undeploy status clean help docs
 
 help:
 	@echo "make run    set up, train, validate and promote the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
@@ -14,6 +14,7 @@ help:
 	@echo "make soak   the soaks: fault scenarios and five minutes of sustained load (about 7 minutes)"
 	@echo "make docs   regenerate docs/configuration.md from the settings table"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
+	@echo "make bench-knobs  after make bench: worker shapes and recycling settings, appended to BENCHMARKS.md"
 	@echo "make reliability  run the fault scenarios under load; writes RELIABILITY.md"
 	@echo "make deploy [DEPLOY_TARGET=local|k8s]  start or gracefully update the server; make undeploy, make status"
 	@echo "make clean  remove the virtual environment and caches"
@@ -83,6 +84,10 @@ reliability: install system-packages
 bench: install
 	@command -v hey >/dev/null || { echo "installing hey (Debian package) for the load"; apt-get update -qq && apt-get install -y -qq hey; }
 	$(BIN)/python bench/run.py
+
+bench-knobs: install  # after make bench: worker shapes and recycling, appended to BENCHMARKS.md
+	@command -v hey >/dev/null || { echo "installing hey (Debian package) for the load"; apt-get update -qq && apt-get install -y -qq hey; }
+	$(BIN)/python bench/knobs.py
 
 clean:
 	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache build *.egg-info
