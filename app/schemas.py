@@ -10,8 +10,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.values import (DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES, fits_int64,
-                        parse_duration)
+from app.values import (DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES,
+                        fits_int64, parse_duration)
 
 
 class StrippedString(fields.String):
