@@ -14,7 +14,7 @@ from app.codecs import csv_rows, json_rows
 from app.config import load_settings
 from app.errors import ApiError
 from app.inference import ModelRegistry, ModelRepository
-from tests.data import FEATURES, to_records
+from tests.support.data import FEATURES, to_records
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import psutil
 import pytest
 import requests
 
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.servers import ROOT, eventually, gunicorn, wait_until
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.servers import ROOT, eventually, gunicorn, wait_until
 
 pytestmark = pytest.mark.soak
 FIGURES = ROOT / "test-artifacts" / "reliability"
@@ -34,12 +34,12 @@ def record(scenario: str, **figures) -> None:
 
 
 class Load:
-    """tests.loadgen in its own process: THREADS keep-alive clients at a steady rate, each answer recorded."""
+    """tests.support.loadgen in its own process: THREADS keep-alive clients at a steady rate, each answer recorded."""
 
     def __init__(self, server, seconds: float, rate: float = 150, url: str | None = None):
         self.out = Path(tempfile.mkdtemp()) / "load.jsonl"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.loadgen", url or f"{server.base}/models/binary/predict", server.key,
+            [sys.executable, "-m", "tests.support.loadgen", url or f"{server.base}/models/binary/predict", server.key,
              str(seconds), str(THREADS), str(rate), str(self.out), BODY], cwd=ROOT)
 
     def results(self) -> list[dict]:
