@@ -1,10 +1,11 @@
-"""The tests mirror the code, and shared helpers live in tests/support/, never in a conftest.py or a test module."""
+"""The tests themselves: they mirror the code, shared helpers live in tests/support/ (never in a conftest.py or a test
+module), and a server a test starts leaves nothing behind."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, gunicorn
 
 TESTS = ROOT / "tests"
 # Folders that test something other than one app/ package, each named after what it tests.
@@ -55,3 +56,10 @@ def test_every_top_level_test_module_mirrors_an_app_module():
     strays = {path.name for path in TESTS.glob("test_*.py")
               if path.name != "test_layout.py" and path.stem.removeprefix("test_") not in modules}
     assert strays == set(), "tests/test_<module>.py must name an app/<module>.py; put other tests in a folder"
+
+
+def test_a_server_removes_the_folder_it_made_for_its_key_database(repository_path):
+    with gunicorn(repository_path, workers=1, wait_ready=False) as server:
+        folder = server.auth_db.parent
+        assert folder.is_dir()
+    assert not folder.exists()

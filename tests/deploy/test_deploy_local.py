@@ -8,7 +8,6 @@ import socket
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def test_deploy_update_status_undeploy_without_a_failed_request(repository_path,
         master = int((tmp_path / "deploy" / "agserve.pid").read_text())
         first_workers = {p.pid for p in psutil.Process(master).children()}
 
-        out = Path(tempfile.mkdtemp()) / "load.jsonl"
+        out = tmp_path / "load.jsonl"
         body = json.dumps({"data": to_records(mixed_frame(n=1, seed=111)[FEATURES])})
         load = subprocess.Popen([sys.executable, "-m", "tests.support.loadgen", f"http://127.0.0.1:{port}/predict", key,
                                  "10", "4", "80", str(out), body], cwd=ROOT)

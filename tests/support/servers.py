@@ -94,7 +94,8 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
     from app.db import sqlite_file
 
     port = free_port()
-    auth_db = auth_db or Path(tempfile.mkdtemp(prefix="agserve-auth-")) / "auth.sqlite3"
+    own_folder = None if auth_db else tempfile.TemporaryDirectory(prefix="agserve-auth-")  # removed when stopped
+    auth_db = auth_db or Path(own_folder.name) / "auth.sqlite3"
     key, _ = KeyStore(sqlite_file(auth_db)).create("tests", ["predict", "explain", "model_info", "admin", "metrics"])
     env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_BIND=f"127.0.0.1:{port}",
                      AGSERVE_AUTH_DB=str(auth_db), WEB_CONCURRENCY=str(workers), **settings)
@@ -112,6 +113,8 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
         stop(process)
         if log_path:
             log.close()
+        if own_folder:
+            own_folder.cleanup()
 
 
 def wait_for_every_worker(server: "Server", workers: int, timeout: float) -> None:
