@@ -7,6 +7,8 @@ import re
 import shutil
 from urllib.parse import urlparse
 
+import pytest
+
 from tests.support.browser import ARTIFACTS, chromium
 from tests.support.servers import gunicorn
 
@@ -25,15 +27,21 @@ def page_requests(net_log_path, origin: str) -> list[str]:
     return urls
 
 
-def test_swagger_ui_renders_every_operation_offline(repository_path, tmp_path):
+@pytest.fixture(scope="module")
+def server(repository_path):
+    """One server for the tests that only read the page and predict: neither changes what the other sees."""
+    with gunicorn(repository_path) as running:
+        yield running
+
+
+def test_swagger_ui_renders_every_operation_offline(server, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
-    with gunicorn(repository_path) as server:
-        spec = server.session().get(f"{server.base}/openapi.json").json()
-        net_log = tmp_path / "net.json"
-        dom = chromium(tmp_path / "profile", f"--log-net-log={net_log}", "--dump-dom", f"{server.base}/docs")
-        assert dom.returncode == 0, dom.stderr[-2000:]
-        shot = chromium(tmp_path / "profile2", f"--screenshot={ARTIFACTS / 'docs.png'}", f"{server.base}/docs")
-        assert shot.returncode == 0, shot.stderr[-2000:]
+    spec = server.session().get(f"{server.base}/openapi.json").json()
+    net_log = tmp_path / "net.json"
+    dom = chromium(tmp_path / "profile", f"--log-net-log={net_log}", "--dump-dom", f"{server.base}/docs")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    shot = chromium(tmp_path / "profile2", f"--screenshot={ARTIFACTS / 'docs.png'}", f"{server.base}/docs")
+    assert shot.returncode == 0, shot.stderr[-2000:]
 
     rendered = set(re.findall(r'class="opblock-summary-path"[^>]*data-path="([^"]+)"', dom.stdout))
     assert rendered == set(spec["paths"]), set(spec["paths"]) ^ rendered
@@ -115,15 +123,14 @@ def run_in_page(profile, url: str, script: str) -> tuple[object, bytes]:
     return asyncio.run(drive())
 
 
-def test_swagger_ui_authorises_with_an_api_key_and_sends_a_prediction(repository_path, tmp_path):
+def test_swagger_ui_authorises_with_an_api_key_and_sends_a_prediction(server, tmp_path):
     """Driven through the DevTools protocol: Authorize with the key, Try it out, Execute on POST /predict."""
     row = {"num": 0.5, "cnt": 3, "color": "red", "flag": True, "when": "2024-03-01T10:00:00", "note": "new shiny"}
     ARTIFACTS.mkdir(exist_ok=True)
-    with gunicorn(repository_path) as server:
-        script = TRY_PREDICTION.replace("KEY", json.dumps(server.key)).replace(
-            "BODY", json.dumps(json.dumps({"data": [row]})))
-        answer, screenshot = run_in_page(tmp_path / "profile", f"{server.base}/docs", script)
-        expected = server.session().post(f"{server.base}/predict", json={"data": [row]}).json()
+    script = TRY_PREDICTION.replace("KEY", json.dumps(server.key)).replace(
+        "BODY", json.dumps(json.dumps({"data": [row]})))
+    answer, screenshot = run_in_page(tmp_path / "profile", f"{server.base}/docs", script)
+    expected = server.session().post(f"{server.base}/predict", json={"data": [row]}).json()
     assert answer["status"] == "200", answer
     shown = json.loads(answer["body"])
     assert shown["predictions"] == expected["predictions"] and shown["probabilities"] == expected["probabilities"]

@@ -214,6 +214,11 @@ def test_an_expiry_beyond_ten_years_is_422_and_stores_nothing(server, expires_in
     listing = http.get(f"{server.base}/admin/keys", timeout=10)
     assert listing.status_code == 200 and listing.json()["keys"] == before
     assert agserve_keys_list(server).returncode == 0
+
+
+def test_an_expiry_of_exactly_ten_years_is_accepted_and_listed(server):
+    """The bound itself, once: the refusals above leave it alone."""
+    http = server.session()
     ten_years = http.post(f"{server.base}/admin/keys", json={"owner": "x", "scopes": ["predict"],
                                                             "expires_in": "3650d"}, timeout=10)
     in_ten_years = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3650 * 86400))
