@@ -1,5 +1,7 @@
 # agserve image: pinned dependencies, non-root, gunicorn as PID 1. Models are mounted at /srv/agserve/models.
 # Python must match the one that saved the models (AutoGluon refuses another major.minor).
+# Pinned by tag, not digest: no registry could be reached to verify one, and a wrong digest breaks every build; pin
+# where you build (`docker buildx imagetools inspect python:3.11.7-slim-bookworm`, see docs/deployment.md).
 FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv

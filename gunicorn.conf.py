@@ -46,10 +46,14 @@ backlog = 2048
 # --- Workers ---------------------------------------------------------------------------------
 # Processes give CPU parallelism (one model copy each); threads let one worker hold several requests.
 workers = worker_count(_settings)  # follows the container's CPU quota unless WEB_CONCURRENCY says otherwise
-# gthread, but headers are gathered without a thread, so slow clients cannot hold them all (app/workers.py).
+# gthread, but headers and the start of a body are gathered without a thread and slow bodies are cut off, so slow
+# clients cannot hold every thread (app/workers.py).
 worker_class = "app.workers.HeaderTimeoutWorker"
 from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)
 HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
+HeaderTimeoutWorker.body_timeout = _settings["BODY_TIMEOUT"]
+HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
+HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False

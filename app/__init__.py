@@ -12,8 +12,8 @@ from flask import Flask
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, proxies, logging and request hooks, errors, blueprints, commands, the served models,
-    monitoring, then the data plane every prediction goes through."""
+    """Build the app: settings, proxies, logging, tracing and request hooks, errors, blueprints, commands, the served
+    models, monitoring, then the data plane every prediction goes through."""
     from app.config import load_settings
 
     from app.jsonio import OrjsonProvider
@@ -27,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     trust_proxies(app)
     configure_logging(app)
+    register_tracing(app)
     register_request_hooks(app)
     register_error_handlers(app)
     register_database(app)
@@ -51,6 +52,17 @@ def trust_proxies(app: Flask) -> None:
 def configure_logging(app: Flask) -> None:
     from app import logs
     logs.configure_logging(app)
+
+
+def register_tracing(app: Flask) -> None:
+    """With AGSERVE_OTLP_ENDPOINT set, a serving process (a gunicorn worker, after the fork) exports its spans;
+    otherwise nothing is built, so the request hooks register no tracing at all."""
+    if not (app.config["OTLP_ENDPOINT"] and app.config["LOAD_MODELS_ON_START"]):
+        return
+    from app import extensions
+    from app.tracing import Tracer
+    app.extensions[extensions.TRACER] = Tracer(app.config["OTLP_ENDPOINT"], app.config["OTEL_SERVICE_NAME"],
+                                               replica_name(app.config))
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -148,6 +148,13 @@ def _bind(value: Any) -> str:
     return text
 
 
+def _otlp_endpoint(value: Any) -> str:
+    text = _text(value)
+    if text and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise ValueError("must be an http:// or https:// URL (an OTLP/HTTP collector), or empty")
+    return text
+
+
 RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -233,6 +240,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEYS_MAY_OUTLIVE_TOKEN", False, _boolean, "Whether a caller authenticated by a JWT may create an API key that expires after its token (or never); off: 422."),
     Setting("TRUSTED_PROXIES", 0, _int_between(0, 5, "proxies"), "Proxies in front of the server whose `X-Forwarded-For`/`-Proto` are trusted (Werkzeug's ProxyFix); the audit log and request logs then record the real client. 1 behind the compose nginx; 0: the peer address."),
     Setting("HEADER_TIMEOUT", 10.0, _number(0.5, 300, "seconds"), "Seconds a client has to send a request's headers; until they are complete the connection holds no worker thread (slow clients cannot take them all)."),
+    Setting("BODY_TIMEOUT", 10.0, _number(0.5, 300, "seconds"), "Seconds a request body has from the end of its headers; the first 64 KiB of it are gathered without holding a worker thread. Past them the body must keep up AGSERVE_BODY_MIN_RATE, or it is answered 408."),
+    Setting("BODY_MIN_RATE", 262144, _int_between(1024, 1 << 30, "bytes/s"), "Average bytes/s a request body must keep up since its headers once AGSERVE_BODY_TIMEOUT has passed, or it is answered 408: a slow body holds a thread at most max(BODY_TIMEOUT, MAX_BODY_BYTES / BODY_MIN_RATE) seconds."),
     Setting("RATE_LIMIT_PREDICT", "", _rate_limit, "Requests each credential (API key or JWT subject) may make to `predict` routes, e.g. `600/minute`; empty: no limit."),
     Setting("RATE_LIMIT_EXPLAIN", "", _rate_limit, "The same for `explain` routes."),
     Setting("RATE_LIMIT_MODEL_INFO", "", _rate_limit, "The same for `model_info` routes."),
@@ -268,6 +277,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALERT_RULES", "", _text, "TOML file of alert rules and channels (see config/alerts.example.toml); empty: no alerts."),
     Setting("ALERT_INTERVAL", 30.0, _number(0.1, 3600, "seconds"), "Seconds between evaluations of the alert rules (by one worker of the whole fleet; another takes over within about this time when it dies)."),
     Setting("METRICS_DIR", "", _text, "Folder of prometheus_client's multiprocess files; empty: gunicorn.conf.py makes a fresh one under /dev/shm per server (and without gunicorn, metrics stay in the process)."),
+    Setting("OTLP_ENDPOINT", "", _otlp_endpoint, "OpenTelemetry collector that receives traces over OTLP/HTTP (protobuf), e.g. `http://otel-collector:4318` (spans go to its `/v1/traces`); empty: tracing is off and costs nothing. Each worker exports its own spans in the background; the `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables of the OpenTelemetry SDK (headers, timeout, export delay) apply ([tracing](tracing.md))."),
+    Setting("OTEL_SERVICE_NAME", "agserve", _text, "The `service.name` that spans carry, to tell this deployment's traces from others' in the collector."),
     Setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "Log level of the JSON logs."),
     # The gunicorn server (read by gunicorn.conf.py)
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
@@ -275,8 +286,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("THREADS", 32, _positive_int, "Request threads per worker (gthread); with batching they mostly wait, so more threads mean larger batches."),
     Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
     Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
-    Setting("MAX_REQUESTS", 10_000, _non_negative_int, "Requests after which a worker is recycled (0: never)."),
-    Setting("MAX_REQUESTS_JITTER", 1_000, _non_negative_int, "Random extra requests added to MAX_REQUESTS so workers do not recycle together."),
+    Setting("MAX_REQUESTS", 100_000, _non_negative_int, "Requests after which a worker is recycled (0: never); each recycle is a model load, so rare enough to cost under 1 % of throughput at 1,000 req/s a worker (BENCHMARKS.md)."),
+    Setting("MAX_REQUESTS_JITTER", 10_000, _non_negative_int, "Random extra requests added to MAX_REQUESTS so workers do not recycle together."),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 

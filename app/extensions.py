@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from app.monitoring.monitor import Monitor
     from app.predictionlog import PredictionLog
     from app.state.redis import RedisLink
+    from app.tracing import Tracer
 
 DATABASE = "agserve.db"
 KEYS = "agserve.keys"
@@ -26,6 +27,7 @@ MODELS = "agserve.models"
 PREDICTION_LOG = "agserve.prediction_log"
 MONITOR = "agserve.monitor"
 DATA_PLANE = "agserve.data_plane"
+TRACER = "agserve.tracer"
 
 
 def _app(app: Flask | None) -> Flask:
@@ -72,3 +74,8 @@ def monitor(app: Flask | None = None) -> "Monitor | None":
 
 def data_plane(app: Flask | None = None) -> "DataPlane":
     return _app(app).extensions[DATA_PLANE]
+
+
+def tracer(app: Flask | None = None) -> "Tracer | None":
+    """This worker's OpenTelemetry tracer; None when AGSERVE_OTLP_ENDPOINT is empty (tracing off)."""
+    return _app(app).extensions.get(TRACER)

@@ -41,6 +41,8 @@ RECORDS_LOST = Counter("agserve_records_lost_total", "Requests whose record a st
                        "error, a backlog past its bound).", ["store"])
 WORKER_STARTS = Counter("agserve_worker_starts_total", "Gunicorn workers started (first start, crash or timeout "
                         "replacement, recycling after MAX_REQUESTS, reload).")
+SLOW_CLIENTS = Counter("agserve_slow_clients_total", "Requests answered 408 because their headers or body arrived "
+                       "too slowly (AGSERVE_HEADER_TIMEOUT, AGSERVE_BODY_TIMEOUT, AGSERVE_BODY_MIN_RATE).", ["part"])
 VALIDATION_FAILURES = Counter("agserve_validation_failures_total", "Requests refused by a model's input schema.",
                               ["model"])
 

@@ -21,6 +21,24 @@ def apply_thread_limits(threads: int) -> list[dict]:
     return [{"library": i["internal_api"], "threads": i["num_threads"]} for i in threadpool_info()]
 
 
+def cap_estimator_jobs(predictor, threads: int) -> list[str]:
+    """Lower the n_jobs of every in-memory scikit-learn estimator (random forest, extra trees, KNN) to this worker's
+    math threads; return the models changed. Their fit-time n_jobs (all cores) makes joblib start a thread pool on
+    every call, which threadpoolctl does not govern and which costs more than the trees for a few rows."""
+    from sklearn.base import BaseEstimator
+
+    changed, stack = [], list(predictor._trainer.models.values())  # persisted models are objects, others names
+    while stack:
+        model = stack.pop()
+        if isinstance(getattr(model, "models", None), list):  # a bagged ensemble: its persisted children
+            stack.extend(model.models)
+        estimator = getattr(model, "model", None)
+        if isinstance(estimator, BaseEstimator) and getattr(estimator, "n_jobs", None) not in (None, threads):
+            estimator.n_jobs = threads
+            changed.append(model.name)
+    return sorted(changed)
+
+
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
     """CPUs the container's CPU quota allows (cgroup v2 cpu.max, else v1 cfs_quota_us); None when unlimited.
 

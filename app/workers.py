@@ -1,44 +1,101 @@
-"""The gunicorn worker: gthread, except that a request's headers are gathered without holding a thread.
+"""The gunicorn worker: gthread, except that a request's headers and the start of its body are gathered without
+holding a thread, and a body that arrives too slowly is cut off.
 
 Stock gthread hands a connection to a thread as soon as its first byte arrives, and the thread then blocks until the
-headers are complete: a few dozen clients trickling one header line every few seconds (slowloris) hold every thread
-of every worker, and nothing else is answered. Here a thread only takes what has arrived (a non-blocking read) and
-gives the connection back to the worker's poller until the blank line that ends the headers is in; a connection costs
-a file descriptor and its bytes until then, never a thread, and is closed (408) once its headers are
-AGSERVE_HEADER_TIMEOUT seconds late. Connections that send nothing are closed after gunicorn's keep-alive time, and
-at most worker_connections are open per worker (more wait in the listen backlog).
+headers are complete and again while the view reads the body: a few dozen clients trickling a header line or a body
+byte every few seconds (slowloris, slow POST) hold every thread of every worker, and nothing else is answered.
+
+Here a thread only takes what has arrived (a non-blocking read) and gives the connection back to the worker's poller
+until the headers are complete and the body is in (or its first BODY_AHEAD bytes, for a larger body of known
+length); until then a connection costs a file descriptor and its bytes, never a thread. Headers later than
+AGSERVE_HEADER_TIMEOUT are answered 408 and closed. The body's clock starts when the headers are complete: it has
+AGSERVE_BODY_TIMEOUT seconds, and past them it must have kept up AGSERVE_BODY_MIN_RATE bytes/s on average since;
+a body that falls behind is answered 408 (in the poller, or, once a thread reads it, by the view: the read raises
+TimeoutError). A thread is therefore held by a slow body for at most max(BODY_TIMEOUT, MAX_BODY_BYTES / MIN_RATE),
+and only by a client that actually sends BODY_AHEAD bytes first. Connections that send nothing are closed after
+gunicorn's keep-alive time, and at most worker_connections are open per worker (more wait in the listen backlog).
 """
 from __future__ import annotations
 
+import re
 import socket
 import time
 
 from gunicorn.workers import gthread
 
 HEADERS_END = b"\r\n\r\n"
-_BODY = b'{"error": "the request headers did not arrive in time", "details": {}, "request_id": null}\n'
-TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-             b"Content-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY))
+BODY_AHEAD = 64 * 1024  # bytes of a body gathered before a thread takes it: most prediction bodies whole
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
+_NOT_AHEAD = re.compile(rb"\r\n(transfer-encoding|expect):", re.IGNORECASE)  # chunked; a client awaiting 100
+
+
+def _answer(message: str) -> bytes:
+    body = b'{"error": "%s", "details": {}, "request_id": null}\n' % message.encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+HEADERS_LATE = _answer("the request headers did not arrive in time")
+BODY_LATE = _answer("the request body did not arrive in time")
+
+
+class BodyClock:
+    """The connection's socket as gunicorn's parser reads it, with the body's deadline: each recv waits only until
+    then, and raises TimeoutError past it; each byte received moves the deadline on by 1/min_rate seconds."""
+
+    def __init__(self, sock: socket.socket, started: float, timeout: float, min_rate: float, received: int):
+        self.sock, self.started, self.timeout, self.min_rate = sock, started, timeout, min_rate
+        self.received, self.expired = received, False
+
+    def deadline(self) -> float:
+        return self.started + max(self.timeout, self.received / self.min_rate)
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline() - time.monotonic()
+        self.expired = remaining <= 0
+        if self.expired:
+            raise TimeoutError("the request body did not arrive in time")
+        outer = self.sock.gettimeout()  # gunicorn's own bound while it drains an unread body, when tighter
+        self.sock.settimeout(remaining if outer is None else min(remaining, outer))
+        try:
+            data = self.sock.recv(size)
+        except socket.timeout:
+            self.expired = outer is None or remaining <= outer
+            raise TimeoutError("the request body did not arrive in time") from None
+        finally:
+            self.sock.settimeout(outer)
+        self.received += len(data)
+        return data
+
+    def __getattr__(self, name: str):  # anything else (fileno, close, send...) is the socket's own
+        return getattr(self.sock, name)
 
 
 class HeaderTimeoutWorker(gthread.ThreadWorker):
     header_timeout = 10.0  # seconds; gunicorn.conf.py sets AGSERVE_HEADER_TIMEOUT
+    body_timeout = 10.0  # seconds; AGSERVE_BODY_TIMEOUT
+    body_min_rate = 262144.0  # bytes/s; AGSERVE_BODY_MIN_RATE
+    max_body_bytes = 32 * 2 ** 20  # AGSERVE_MAX_BODY_BYTES: a body declared longer goes to a thread for its 413 at once
 
     def handle(self, conn):
         if self.cfg.is_ssl or gthread.negotiation.prior_knowledge_allowed(self.cfg, conn.client):
             return super().handle(conn)  # TLS records or an HTTP/2 preface, not headers: gunicorn's own path
-        arrived = self._gather_headers(conn)
+        arrived = self._gather_request(conn)
         if arrived is None:
             return gthread._DEFER  # back to the poller until more arrives
         if not arrived:
             return False  # closed
-        return super().handle(conn)
+        kept = super().handle(conn)
+        if not kept and conn.parser.unreader.sock.expired:
+            _close_now(conn.sock)  # here, not in gunicorn's graceful close on the main loop (see _refuse)
+        return kept
 
-    def _gather_headers(self, conn) -> bool | None:
-        """True once the headers are complete (handed to gunicorn's parser), None to wait, False to close."""
+    def _gather_request(self, conn) -> bool | None:
+        """True once the headers and the start of the body are in (handed to gunicorn's parser), None to wait,
+        False to close."""
         now = time.monotonic()
         if getattr(conn, "header_deadline", None) is None:
-            conn.header_deadline, conn.header_bytes = now + self.header_timeout, bytearray()
+            conn.header_deadline, conn.header_bytes, conn.body_started = now + self.header_timeout, bytearray(), None
         try:
             chunk = conn.sock.recv(65536, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -52,32 +109,71 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         limit = self.cfg.limit_request_line + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
         if chunk == b"" and not data:
             return False  # closed by the client before a request
-        if HEADERS_END not in data and len(data) <= limit and chunk != b"":
+        end = data.find(HEADERS_END)
+        if end < 0 and len(data) <= limit and chunk != b"":
             if now < conn.header_deadline:
                 return None
             self.log.info("Closed %s: its request headers were %.0f s late", conn.client, self.header_timeout)
-            _refuse(conn.sock)
+            _refuse(conn.sock, HEADERS_LATE, "headers")
             return False
+        if end >= 0 and chunk != b"":
+            if conn.body_started is None:
+                conn.body_started = now
+            wanted = _body_ahead(data[:end + 2], self.max_body_bytes)
+            have = len(data) - end - len(HEADERS_END)
+            if have < wanted:
+                if now < conn.body_started + self.body_timeout:
+                    return None
+                self.log.info("Closed %s: its request body was %.0f s late", conn.client, self.body_timeout)
+                _refuse(conn.sock, BODY_LATE, "body")
+                return False
         # Complete (or too long, or cut short: gunicorn's parser answers those): hand the bytes to the parser.
         conn.sock.setblocking(True)
         conn.init()
         conn.parser.unreader.take_buffered()
         conn.parser.unreader.unread(bytes(data))
+        started = conn.body_started or now
+        conn.parser.unreader.sock = BodyClock(conn.sock, started, self.body_timeout, self.body_min_rate,
+                                              max(0, len(data) - end - len(HEADERS_END)) if end >= 0 else 0)
         conn.header_deadline, conn.header_bytes, conn.data_ready = None, bytearray(), True
         return True
 
 
-def _refuse(sock: socket.socket) -> None:
+def _body_ahead(headers: bytes, max_body: int) -> int:
+    """How many body bytes to gather before a thread takes the request: all of a small body of known length, the
+    first BODY_AHEAD of a larger one; none when its length is not known here (chunked, or left to the parser), is
+    past the body limit (the view answers 413 without reading it), or the client waits for gunicorn's 100 Continue."""
+    if _NOT_AHEAD.search(headers):
+        return 0
+    lengths = _LENGTH.findall(headers)
+    if len(lengths) != 1 or int(lengths[0]) > max_body:
+        return 0
+    return min(int(lengths[0]), BODY_AHEAD)
+
+
+def _refuse(sock: socket.socket, answer: bytes, part: str) -> None:
     """Answer 408 and close here, in the thread: gunicorn's graceful close would linger up to 2 s on the worker's
     main loop for every such client, which is what a slow client wants."""
+    from app.metrics import SLOW_CLIENTS  # not at import: the master imports this module before the metrics folder
+    SLOW_CLIENTS.labels(part).inc()
+    _drain(sock)
     try:
-        for _ in range(16):  # what it sent so far (bounded), so the close sends no reset
+        sock.send(answer, socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+    _close_now(sock)
+
+
+def _close_now(sock: socket.socket) -> None:
+    """Close without lingering for the client, after taking what it sent so far (so the close sends no reset)."""
+    _drain(sock)
+    sock.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        for _ in range(16):  # bounded
             if not sock.recv(65536, socket.MSG_DONTWAIT):
                 break
     except OSError:
         pass
-    try:
-        sock.send(TIMED_OUT, socket.MSG_DONTWAIT)
-    except OSError:
-        pass
-    sock.close()

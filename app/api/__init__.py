@@ -22,9 +22,10 @@ def request_context() -> RequestContext:
 
 def decode_rows(model: ServedModel, max_rows: int) -> Table:
     """The request's rows as a table, by content type: JSON records or split orientation, or CSV."""
-    body = read_body((JSON, CSV))
-    codec = csv_rows if request.mimetype == CSV else json_rows
-    return codec.decode(body, model, max_rows)
+    with request_context().step("decode"):
+        body = read_body((JSON, CSV))
+        codec = csv_rows if request.mimetype == CSV else json_rows
+        return codec.decode(body, model, max_rows)
 
 
 def read_json() -> Any:

@@ -1,6 +1,6 @@
 """The request hooks, all in one place: a RequestContext for every request (its id, from X-Request-ID when safe, and
-its start time), then, after the view, the Prometheus counters, the monitor's traffic windows and the access log line,
-all read from that context."""
+its start time) and, with tracing on, its server span; then, after the view, the Prometheus counters, the monitor's
+traffic windows and the access log line, all read from that context."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,7 @@ import uuid
 from flask import Flask, g, request
 
 from app import metrics
-from app.extensions import monitor
+from app.extensions import monitor, tracer
 from app.inference.dataplane import RequestContext
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -21,12 +21,29 @@ access_log = logging.getLogger("agserve.access")
 
 def init_app(app: Flask) -> None:
     app.before_request(start_request)
+    if tracer(app) is not None:  # registered only when tracing is on: without it, requests pay nothing for it
+        app.before_request(start_trace)
+        app.after_request(finish_trace)
     app.after_request(finish_request)
 
 
 def start_request() -> None:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     g.context = RequestContext(incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex)
+
+
+def start_trace() -> None:
+    """The server span, a child of the caller's `traceparent` when it sent a valid one (before auth, so refusals
+    are traced too)."""
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    g.context.trace = tracer().start_request(
+        request.headers, f"{request.method} {rule}" if rule else request.method, g.context,
+        {"http.request.method": request.method, "url.path": request.path, **({"http.route": rule} if rule else {})})
+
+
+def finish_trace(response):
+    g.context.trace.finish(response.status_code, response.headers)
+    return response
 
 
 def finish_request(response):

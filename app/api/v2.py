@@ -98,8 +98,9 @@ def infer(name: str, version: str | None = None):
     """Inference: one input tensor per feature; outputs `predictions` and `proba_<label>`."""
     plane, context = data_plane(), request_context()
     model = plane.resolve(name, context, version)
-    document = _read_request(model)
-    table = decode_inputs(model, document.get("inputs"), current_app.config["MAX_ROWS"])
+    with context.step("decode"):
+        document = _read_request(model)
+        table = decode_inputs(model, document.get("inputs"), current_app.config["MAX_ROWS"])
     wanted = _requested_outputs(model, document.get("outputs"))  # refused before the prediction is logged
     binary = v2_binary.binary_outputs(document, wanted)
     result = plane.infer(name, table, context)

@@ -8,6 +8,7 @@ from flask import current_app, request
 
 from app import jsonio
 from app.errors import ApiError
+from app.metrics import SLOW_CLIENTS
 from app.inference.tables import Table
 from app.values import LoneSurrogate
 
@@ -23,19 +24,21 @@ def read_body(accepted: tuple[str, ...] = (JSON,)) -> bytes:
 
 
 def request_body() -> bytes:
-    """The raw body, 413 past AGSERVE_MAX_BODY_BYTES (before reading it when Content-Length says so). A body of
-    known length is taken in one read: werkzeug's 64 KiB steps make gunicorn copy its read-ahead buffer on each,
-    which is 0.1 s of CPU for 32 MiB; a chunked body goes through werkzeug's stream, which stops at the limit."""
+    """The raw body, 413 past AGSERVE_MAX_BODY_BYTES (before reading it when Content-Length says so), 408 when it
+    arrives too slowly (under gunicorn the read raises TimeoutError: app/workers.py). A body of known length is
+    taken in one read: werkzeug's 64 KiB steps make gunicorn copy its read-ahead buffer on each, which is 0.1 s of
+    CPU for 32 MiB; a chunked body goes through werkzeug's stream, which stops at the limit."""
     limit = current_app.config["MAX_BODY_BYTES"]
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, "request body too large", {"max_bytes": limit})
-    if length is None:
-        body = request.get_data(cache=False)
-    else:
-        body = request.environ["wsgi.input"].read(length)
-        if len(body) < length:
-            raise ApiError(400, "request body ended before its Content-Length", {"content_length": length})
+    try:
+        body = request.get_data(cache=False) if length is None else request.environ["wsgi.input"].read(length)
+    except TimeoutError:
+        SLOW_CLIENTS.labels("body").inc()
+        raise ApiError(408, "the request body did not arrive in time", {}) from None
+    if length is not None and len(body) < length:
+        raise ApiError(400, "request body ended before its Content-Length", {"content_length": length})
     if len(body) > limit:
         raise ApiError(413, "request body too large", {"max_bytes": limit})
     return body

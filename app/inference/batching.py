@@ -2,8 +2,10 @@
 
 A request announces itself (ticket) before it validates its rows. The batcher thread takes everything queued and,
 while announced requests are still validating and the batch has room, waits for them at most max_wait; a request
-alone is never held back. Each request gets exactly its own rows back; if the batched call fails, each request's
-rows are predicted on their own, so one bad request cannot fail its neighbours.
+alone is never held back, and deferrable work (explanations' masked rows) waits while predictions are queued. Each
+request gets exactly its own rows back; if the batched call fails, each request's rows are predicted on their own, so
+one bad request cannot fail its neighbours. A traced request (app/tracing.py) gets a batch-wait span, and each model
+call a span linked to every traced request it served.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from app import tracing
+
 log = logging.getLogger("agserve.batching")
 
 
@@ -21,6 +25,9 @@ log = logging.getLogger("agserve.batching")
 class _Item:
     columns: dict[str, Any]
     n: int
+    trace: tracing.RequestTrace | None = None
+    queued: int = 0  # time.time_ns() at submission, for a traced request's batch-wait span
+    deferrable: bool = False  # work no caller waits on as urgently (explanations' masked rows): predictions go first
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -41,9 +48,10 @@ class Ticket:
             self._batcher._withdraw()
             self._open = False
 
-    def submit(self, columns: dict[str, Any], n: int) -> Any:
+    def submit(self, columns: dict[str, Any], n: int, trace: tracing.RequestTrace | None = None,
+               deferrable: bool = False) -> Any:
         self._open = False
-        return self._batcher._submit(_Item(columns, n))
+        return self._batcher._submit(_Item(columns, n, trace, 0 if trace is None else time.time_ns(), deferrable))
 
 
 class Batcher:
@@ -114,11 +122,21 @@ class Batcher:
                 if remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            batch, rows = [], 0
-            while self._queue and (not batch or rows + self._queue[0].n <= self.max_rows):
+            # Predictions first: deferrable work waits while any prediction is queued, and never joins its call.
+            urgent = any(not i.deferrable for i in self._queue)
+            batch, rows, later = [], 0, deque()
+            while self._queue:
                 item = self._queue.popleft()
-                batch.append(item)
-                rows += item.n
+                if urgent and item.deferrable:
+                    later.append(item)
+                elif batch and rows + item.n > self.max_rows:  # full: it and everything after it keep their order
+                    later.append(item)
+                    later.extend(self._queue)
+                    self._queue.clear()
+                else:
+                    batch.append(item)
+                    rows += item.n
+            self._queue = later
             self._busy = True
             return batch
 
@@ -135,8 +153,11 @@ class Batcher:
                     self._cv.notify_all()
 
     def _run_batch(self, batch: list[_Item]) -> None:
+        for item in batch:
+            if item.trace is not None:
+                item.trace.waited(item.queued)
         try:
-            results = self._predict([i.columns for i in batch], [i.n for i in batch])
+            results = self._call(batch)
             for item, result in zip(batch, results):
                 item.result = result
         except BaseException as exc:
@@ -146,7 +167,7 @@ class Batcher:
                 log.warning("batched model call failed; predicting each request alone: %s", exc)
                 for item in batch:
                     try:
-                        item.result = self._predict([item.columns], [item.n])[0]
+                        item.result = self._call([item])[0]
                     except BaseException as single:
                         item.error = single
         finally:
@@ -154,3 +175,11 @@ class Batcher:
             self.requests += len(batch)
             for item in batch:
                 item.done.set()
+
+    def _call(self, items: list[_Item]) -> list[Any]:
+        """One model call for these requests, traced when any of them is."""
+        traces = [item.trace for item in items if item.trace is not None]
+        if not traces:
+            return self._predict([i.columns for i in items], [i.n for i in items])
+        with tracing.model_call(traces, sum(i.n for i in items), len(items)):
+            return self._predict([i.columns for i in items], [i.n for i in items])

@@ -12,6 +12,8 @@ decodes the body into a Table, the data plane answers it, the codec encodes the 
     7. monitoring             drift and feedback, noted in memory for the worker's flush thread
 
 No Flask here: the view passes what the request carries in a RequestContext, so the steps are tested without HTTP.
+With tracing on (app/tracing.py), each step is a span under the request's server span, as is the view's decode; the
+batcher adds the request's batch wait and the model call.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from app.inference.served import Prediction, ServedModel
 from app.inference.tables import Table, take_rows
 from app.predictionlog import PredictionLog, RecordNotKept
 from app.state.cache import row_keys
+from app.tracing import NO_SPAN, RequestTrace
 
 NOT_RECORDED = "predictions cannot be recorded now and this server answers only recorded ones; retry later"
 
@@ -58,6 +61,11 @@ class RequestContext:
     rows: int | None = None
     served: ServedModel | None = None  # the version resolved first: decoding and predicting use the same one
     timings: dict[str, float] = field(default_factory=dict)
+    trace: RequestTrace | None = None  # the server span, when tracing is on
+
+    def step(self, name: str):
+        """A tracing span around one step of this request; a shared do-nothing one when it is not traced."""
+        return NO_SPAN if self.trace is None else self.trace.step(name)
 
     @contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -97,19 +105,20 @@ class DataPlane:
         context.rows = table.n
         self._refuse_when_unrecordable()
         with model.admission() as ticket:  # announced before validating: the batcher waits for such requests
-            with context.timed("validate"):
+            with context.timed("validate"), context.step("validate"):
                 columns = model.validate_table(table)                               # 2. validate
-            found, missing = self._cached(model, columns, table.n)                  # 3. cache look-up
+            found, missing = self._cached(model, columns, table.n, context)         # 3. cache look-up
             fresh = None
             if missing:
                 part = columns if len(missing) == table.n else take_rows(columns, missing)
                 with context.timed("predict"):
-                    fresh = ticket.submit(part, len(missing))                       # 4. batch and predict
+                    fresh = ticket.submit(part, len(missing), context.trace)        # 4. batch and predict
         result = fresh if found is None else self._store(found, missing, fresh)  # 5. cache store
         result.inputs = columns
         self._log(model, result, context)                                           # 6. prediction log
         if self.monitor is not None:                                                # 7. monitoring
-            self.monitor.collector.observe_prediction(context.request_id, model, result)
+            with context.step("monitoring"):
+                self.monitor.collector.observe_prediction(context.request_id, model, result)
         return result
 
     def explain(self, name: str | None, table: Table, context: RequestContext, permutations: int) -> list[dict]:
@@ -121,7 +130,7 @@ class DataPlane:
             raise ExplanationsBusy("explanations are at their concurrency limit in this worker; retry shortly",
                                    {"limit": self.explain_limit}, headers={"Retry-After": "1"})
         try:
-            with context.timed("explain"):
+            with context.timed("explain"), context.step("explain"):
                 return explain.explain_table(model, table, permutations, self.cache)
         finally:
             self.explain_slots.release()
@@ -132,12 +141,14 @@ class DataPlane:
         if self.refuse_unrecorded and self.monitor is not None and self.monitor.collector.failing:
             raise NotRecorded(NOT_RECORDED, {"store": "monitoring"})
 
-    def _cached(self, model: ServedModel, columns: dict[str, Any], n: int) -> tuple[list | None, list[int]]:
+    def _cached(self, model: ServedModel, columns: dict[str, Any], n: int,
+                context: RequestContext) -> tuple[list | None, list[int]]:
         """(each row's cached answer or None, the rows to predict); (None, every row) when the cache is skipped."""
         if self.cache is None or n > model.cache_max_rows:
             return None, list(range(n))
-        keys = row_keys(model.cache_namespace, columns, model.feature_names, n)
-        found = self.cache.get_many(keys)
+        with context.step("cache.lookup"):
+            keys = row_keys(model.cache_namespace, columns, model.feature_names, n)
+            found = self.cache.get_many(keys)
         missing = [i for i, entry in enumerate(found) if entry is None]
         metrics.observe_cache(model.name, n - len(missing), len(missing))
         return list(zip(keys, found)), missing
@@ -154,7 +165,8 @@ class DataPlane:
         if self.prediction_log is None:
             return
         try:
-            self.prediction_log.write(context.request_id, model.name, model.version, result.inputs,
-                                      result.predictions, result.probabilities)
+            with context.step("prediction_log"):
+                self.prediction_log.write(context.request_id, model.name, model.version, result.inputs,
+                                          result.predictions, result.probabilities)
         except RecordNotKept:
             raise NotRecorded(NOT_RECORDED, {"store": "prediction_log"}) from None

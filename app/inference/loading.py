@@ -6,12 +6,14 @@ import logging
 import time
 from typing import Any, Mapping
 
+from app.config import math_threads
 from app.inference.errors import ModelLoadError
 from app.inference.explain import load_background
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
 from app.schemas import build_row_schema, check_bounds
+from app.threads import cap_estimator_jobs
 from app.values import NAME_MAX
 
 log = logging.getLogger("agserve.models")
@@ -59,6 +61,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
         log.warning("model weights not persisted in memory (too large for PERSIST_MAX_MEMORY); "
                     "they will be read from disk on every call",
                     extra={"model": version.name, "version": version.version})
+    capped = cap_estimator_jobs(predictor, math_threads(settings))
     model = ServedModel(version.name, version.version, manifest, predictor, schema,
                         unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
     model.background = load_background(version.path, manifest, model)
@@ -70,5 +73,5 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     # 4 UTF-8 bytes a character, 2 quotes: no acceptable cell (value or column name) is longer
     model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
-             "persisted": list(persisted)}
+             "persisted": list(persisted), "jobs_capped": capped}
     return model, facts

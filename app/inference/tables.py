@@ -8,6 +8,7 @@ which either accepts it or words the error.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -263,9 +264,17 @@ def _integer_column(values):
     return np.array(values, dtype="int64")
 
 
+PLAIN_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?")
+
+
 def _datetime_column(values: list[Any]):
     """datetime64 when every value is a naive ISO date-time (what AutoGluon would parse them to, sooner);
     otherwise the text, for AutoGluon to parse as it did in training."""
+    if all(v is None or (isinstance(v, str) and PLAIN_DATETIME.fullmatch(v)) for v in values):
+        try:  # numpy parses these plain forms as pandas' ISO8601 does, some 300 times faster for a few rows
+            return np.array(values, dtype="datetime64[ns]")
+        except (ValueError, OverflowError):
+            pass
     try:
         parsed = pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601")
     except (ValueError, TypeError):  # e.g. naive and zoned values mixed

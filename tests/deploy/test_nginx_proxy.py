@@ -1,6 +1,6 @@
 """deploy/nginx.conf run for real (Debian's nginx) in front of a real gunicorn: the audit log and request logs record
 the client nginx saw, not nginx; TLS 1.2+ only, HSTS, one X-Request-ID; anonymous floods get 429 in the JSON error
-shape while a credentialed caller goes on."""
+shape while a credentialed caller goes on; a caller's traceparent reaches the worker, whose spans keep its trace."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.receivers import self_signed_certificate
+from tests.support.receivers import otlp_receiver, self_signed_certificate
 from tests.support.servers import ROOT, free_port, gunicorn, stop
 
 CLIENT = "127.0.0.2"  # another loopback address: nginx itself reaches gunicorn from 127.0.0.1
@@ -104,6 +104,23 @@ def test_nginx_passes_the_real_client_and_guards_the_edge(repository_path, tmp_p
         assert refused.status == 429 and set(json.loads(body)) == {"error", "details", "request_id"}
         assert re.fullmatch(r"[0-9a-f]{32}", json.loads(body)["request_id"])
         assert call(port, "GET", "/admin/audit", headers=admin)[0].status == 200  # a credential still passes
+
+
+@pytest.mark.server
+def test_nginx_passes_the_callers_traceparent_to_the_worker(repository_path, tmp_path):
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with otlp_receiver() as collector, \
+            gunicorn(repository_path, workers=1, AGSERVE_MODELS="binary", AGSERVE_OTLP_ENDPOINT=collector.url,
+                     OTEL_BSP_SCHEDULE_DELAY="50") as server, \
+            nginx(tmp_path, server.base.removeprefix("http://")) as port:
+        answer, body, _ = call(port, "GET", "/models/binary", headers={
+            "X-API-Key": server.key, "X-Request-ID": "edge-traced", "traceparent": f"00-{trace_id}-{caller_span}-01"})
+        assert answer.status == 200, body
+        spans = collector.wait_for(lambda spans: any(s.attributes.get("agserve.request_id") == "edge-traced"
+                                                     for s in spans))
+        [span] = [s for s in spans if s.attributes.get("agserve.request_id") == "edge-traced"]
+        assert (span.name, span.trace_id, span.parent_id) == ("GET /models/<name>", trace_id, caller_span)
+        assert answer.getheader("traceparent").split("-")[1] == trace_id
 
 
 def test_without_trusted_proxies_the_peer_is_the_client(repository_path, tmp_path):

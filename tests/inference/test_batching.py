@@ -101,3 +101,40 @@ def test_a_closed_batcher_still_answers():
     batcher.close()
     with batcher.ticket() as ticket:
         assert ticket.submit({"rows": [7]}, 1) == [7]
+
+
+def test_predictions_queued_behind_deferrable_work_go_first_and_never_share_its_call():
+    """Explanations' masked rows wait while predictions are queued, so a prediction waits for at most the call
+    already running, not for every masked chunk queued before it."""
+    calls, started, release = [], threading.Event(), threading.Event()
+
+    def predict(parts, counts):
+        calls.append([part["who"] for part in parts])
+        if parts[0]["who"] == "blocker":
+            started.set()
+            release.wait(5)
+        return [part["who"] for part in parts]
+
+    batcher = Batcher(predict, max_rows=1000, max_wait=0.001)
+    blocker = threading.Thread(target=lambda: batcher.ticket().submit({"who": "blocker"}, 1))
+    blocker.start()
+    assert started.wait(5)
+
+    def submit(who, deferrable):
+        with batcher.ticket() as ticket:
+            ticket.submit({"who": who}, 1, deferrable=deferrable)
+
+    threads = [threading.Thread(target=submit, args=(f"masked-{i}", True)) for i in range(3)]
+    for thread in threads:  # the masked chunks queue first...
+        thread.start()
+        time.sleep(0.02)
+    predictions = [threading.Thread(target=submit, args=(f"predict-{i}", False)) for i in range(2)]
+    for thread in predictions:  # ...then predictions arrive while the blocker runs
+        thread.start()
+        time.sleep(0.02)
+    release.set()
+    for thread in [blocker, *threads, *predictions]:
+        thread.join(5)
+    assert calls[0] == ["blocker"]
+    assert sorted(calls[1]) == ["predict-0", "predict-1"]
+    assert sorted(sum(calls[2:], [])) == ["masked-0", "masked-1", "masked-2"]

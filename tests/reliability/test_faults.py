@@ -128,9 +128,11 @@ def test_graceful_reload_under_load_fails_nothing(repository_path):
     assert not before & after  # every worker was replaced
 
 
-def test_worker_recycling_over_5000_requests_fails_nothing(repository_path):
+def test_worker_recycling_over_5000_requests_fails_nothing(repository_path, tmp_path):
+    """Recycled workers fail no request, and each new worker has its model loaded before it answers anything."""
+    log_path = tmp_path / "gunicorn.log"
     with gunicorn(repository_path, AGSERVE_MODELS="binary", AGSERVE_MAX_REQUESTS="400",
-                  AGSERVE_MAX_REQUESTS_JITTER="100") as server:
+                  AGSERVE_MAX_REQUESTS_JITTER="100", AGSERVE_LOG_LEVEL="info", log_path=log_path) as server:
         first = set(server.worker_pids())
         load = Load(server, 36, rate=150)
         seen = set(first)
@@ -143,6 +145,15 @@ def test_worker_recycling_over_5000_requests_fails_nothing(repository_path):
            workers_seen=len(seen))
     assert len(results) >= 5000 and failures(results) == []
     assert len(seen) >= 2 + 5000 // 500  # workers really were recycled along the way
+    ready, answered = {}, {}
+    for number, line in enumerate(log_path.read_text().splitlines()):
+        entry = json.loads(line) if line.startswith("{") else {}
+        if entry.get("message") == "model ready":
+            ready.setdefault(entry["pid"], number)
+        elif entry.get("message") == "request":
+            answered.setdefault(entry["pid"], number)
+    assert set(answered) >= seen - first, "every recycled-in worker answered requests"
+    assert all(pid in ready and ready[pid] < answered[pid] for pid in answered), "a worker answered before its model loaded"
 
 
 def test_a_request_past_the_timeout_costs_only_itself(repository_path):

@@ -1,5 +1,6 @@
-"""Real alert receivers on loopback for tests: an SMTP server with STARTTLS and login (aiosmtpd), an HTTP webhook
-receiver, and a 'dead' server that accepts connections and never answers. Each is always stopped."""
+"""Real receivers on loopback for tests: an SMTP server with STARTTLS and login (aiosmtpd), an HTTP webhook
+receiver, an OpenTelemetry collector's OTLP/HTTP traces endpoint, and a 'dead' server that accepts connections and
+never answers. Each is always stopped."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,8 @@ import json
 import socket
 import ssl
 import threading
+import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -112,6 +115,93 @@ def webhook_receiver(answers: list[int] | None = None):
     thread.start()
     try:
         yield hook
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Span:
+    """One exported span, decoded from OTLP protobuf; ids in lowercase hex as in a traceparent."""
+    trace_id: str
+    span_id: str
+    parent_id: str  # "" for a root span
+    name: str
+    kind: int  # opentelemetry.proto SpanKind: 2 is SERVER
+    attributes: dict
+    links: list  # (trace_id, span_id, attributes)
+    start_ns: int
+    end_ns: int
+    service: str
+
+
+@dataclass
+class Collector:
+    """What the OTLP receiver was sent."""
+    url: str  # the base URL to set as AGSERVE_OTLP_ENDPOINT
+    spans: list = field(default_factory=list)
+    paths: list = field(default_factory=list)
+
+    def wait_for(self, condition, timeout: float = 15.0) -> list:
+        """The spans once condition(spans) holds (the workers export in the background), else AssertionError."""
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.spans)):
+            assert time.monotonic() < deadline, \
+                f"{len(self.spans)} spans never satisfied the condition; the last: {[s.name for s in self.spans[-20:]]}"
+            time.sleep(0.05)
+        return list(self.spans)
+
+
+def _value(any_value):
+    kind = any_value.WhichOneof("value")
+    return getattr(any_value, kind) if kind else None
+
+
+def _attributes(pairs) -> dict:
+    return {pair.key: _value(pair.value) for pair in pairs}
+
+
+@contextlib.contextmanager
+def otlp_receiver():
+    """An OTLP/HTTP traces endpoint (POST /v1/traces, ExportTraceServiceRequest in protobuf), as a collector has."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                          ExportTraceServiceResponse)
+
+    port = free_port()
+    collector = Collector(f"http://127.0.0.1:{port}")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            export = ExportTraceServiceRequest.FromString(body)
+            spans = [Span(span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(), span.name, span.kind,
+                          _attributes(span.attributes),
+                          [(link.trace_id.hex(), link.span_id.hex(), _attributes(link.attributes))
+                           for link in span.links],
+                          span.start_time_unix_nano, span.end_time_unix_nano,
+                          _attributes(resource.resource.attributes).get("service.name"))
+                     for resource in export.resource_spans for scope in resource.scope_spans for span in scope.spans]
+            with lock:
+                collector.paths.append(self.path)
+                collector.spans.extend(spans)
+            answer = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield collector
     finally:
         server.shutdown()
         server.server_close()

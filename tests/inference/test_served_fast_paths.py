@@ -1,0 +1,79 @@
+"""The served model's shortcuts around AutoGluon's per-call overhead give AutoGluon's own answers."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.config import load_settings
+from app.inference import ModelRegistry, ModelRepository
+from app.inference.tables import _datetime_column
+from app.threads import cap_estimator_jobs
+from tests.support.data import FEATURES
+
+
+@pytest.fixture(scope="module")
+def served(repository_path):
+    settings = load_settings(environ={}, overrides={"ENV": "testing", "BATCHING": False})
+    registry = ModelRegistry(ModelRepository(repository_path), names=("binary", "multiclass"), default="binary")
+    registry.refresh(settings)
+    return registry
+
+
+@pytest.mark.parametrize("name", ["binary", "multiclass"])
+def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, dataset, name):
+    _, test = dataset
+    model, frame = served.get(name), test[FEATURES]
+    got = model.predict_frame(frame)
+    assert got.predictions == in_process[name].predict(frame).tolist()
+
+
+def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
+    """A binary predictor's decision threshold (calibrate_decision_threshold) decides labels, as in predict."""
+    _, test = dataset
+    model, frame = served.get("binary"), test[FEATURES]
+    predictor = model.predictor
+    positive = predictor.predict_proba(frame)[predictor.positive_class]
+    threshold = float(positive.median())
+    assert 0 < threshold < 1 and threshold != 0.5
+    predictor.set_decision_threshold(threshold)
+    try:
+        got = model.predict_frame(frame).predictions
+        assert got == predictor.predict(frame).tolist()
+        assert got != predictor.predict(frame, decision_threshold=0.5).tolist(), "the threshold must matter here"
+    finally:
+        predictor.set_decision_threshold(0.5)
+
+
+def test_scikit_learn_jobs_are_capped_without_changing_answers(repository_path, dataset):
+    """A random forest fitted with n_jobs=-1 starts a joblib thread pool per call; capped, it answers the same."""
+    from autogluon.tabular import TabularPredictor
+
+    _, test = dataset
+    predictor = TabularPredictor.load(str(ModelRepository(repository_path).get("multiclass", "1").predictor_path),
+                                      verbosity=0)
+    predictor.persist()
+    forest = predictor._trainer.models["RandomForest"].model
+    forest.n_jobs = -1  # as AutoGluon fits it by default: every core
+    before = predictor.predict_proba(test[FEATURES])
+    assert cap_estimator_jobs(predictor, 1) == ["RandomForest"]
+    assert forest.n_jobs == 1
+    assert predictor.predict_proba(test[FEATURES]).equals(before)
+    assert cap_estimator_jobs(predictor, 1) == []  # already capped: nothing to change
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.none(), st.datetimes(min_value=datetime(1700, 1, 1), max_value=datetime(2250, 12, 31))),
+                min_size=1, max_size=6),
+       st.sampled_from(["T", " "]), st.sampled_from(["auto", "seconds", "minutes", "milliseconds", "microseconds"]))
+def test_plain_date_times_parse_as_pandas_parses_them(moments, separator, timespec):
+    """The numpy shortcut for plain ISO date-times gives what pandas' ISO8601 parser gives."""
+    values = [None if m is None else m.isoformat(sep=separator, timespec=timespec) for m in moments]
+    values[0] = values[0] and (values[0][:10] if timespec == "auto" and separator == " " else values[0])  # date only
+    fast = _datetime_column(values)
+    slow = pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601").to_numpy()
+    assert fast.dtype == slow.dtype and ((fast == slow) | (np.isnat(fast) & np.isnat(slow))).all(), values
