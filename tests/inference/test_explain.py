@@ -12,7 +12,7 @@ import pytest
 from app.inference import ModelLoadError, ModelRepository
 from app.extensions import data_plane
 from app.inference.explain import BACKGROUND_FILE
-from tests.conftest import build_app, client_with_key
+from tests.support.apps import build_app, client_with_key
 
 NOISE = ["c", "d", "e", "k"]
 ADDITIVITY = 1e-6
