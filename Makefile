@@ -78,7 +78,7 @@ docs: install  # docs/configuration.md from the settings table in app/config.py
 	$(BIN)/python -c "from app.config import configuration_page; print(configuration_page(), end='')" > docs/configuration.md
 
 reliability: install system-packages
-	$(BIN)/python -m pytest tests/reliability -q
+	$(BIN)/python -m pytest tests/reliability -m soak -q
 	$(BIN)/python bench/reliability.py
 
 bench: install

@@ -47,7 +47,7 @@ def main() -> None:
     lines = ["# Reliability", "",
              f"Figures from `make reliability` on {time.strftime('%Y-%m-%d')}: each scenario is a test against a real "
              "2-worker gunicorn on 127.0.0.1, under a steady load of 8 keep-alive clients at 150 requests/s "
-             "(`tests/loadgen.py`), on the 2-core reference machine. The tests assert the bounds; these are the "
+             "(`tests/support/loadgen.py`), on the 2-core reference machine. The tests assert the bounds; these are the "
              "figures of the latest run. Rerun one with `.venv/bin/python -m pytest <test>`.", "",
              "| Scenario | Test | Latest figures |", "|---|---|---|"]
     missing = []
@@ -60,11 +60,11 @@ def main() -> None:
     lines += ["", "Also shown by the suite, without figures of their own:",
               "- A worker that cannot load its model at boot stays up and says why (`/health/ready` 503 with the "
               "reason, `/health/live` 200), and the master does not crash-loop: "
-              "`tests/test_gunicorn.py::test_a_worker_that_cannot_load_stays_up_and_says_why`.",
+              "`tests/server/test_gunicorn.py::test_a_worker_that_cannot_load_stays_up_and_says_why`.",
               "- Redis killed under load: no failed prediction, caching resumes when it returns: "
               "`tests/state/test_shared_servers.py::test_redis_killed_under_load_fails_no_prediction_and_caching_resumes`.",
               "- A worker SIGKILLed under load leaves only whole lines in the prediction log: "
-              "`tests/test_prediction_log.py::test_a_killed_worker_loses_no_answered_prediction_and_leaves_whole_lines`.",
+              "`tests/test_predictionlog.py::test_a_killed_worker_loses_no_answered_prediction_and_leaves_whole_lines`.",
               ""]
     if missing:
         sys.exit(f"no figures for {', '.join(missing)}: run the reliability tests first")

@@ -5,9 +5,9 @@ import json
 import subprocess
 import time
 
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES
-from tests.servers import BIN, ROOT, server_env
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES
+from tests.support.servers import BIN, ROOT, server_env
 
 
 def agserve(*args: str, repository) -> subprocess.CompletedProcess:
@@ -57,7 +57,7 @@ def test_list_of_an_empty_repository(tmp_path):
 
 
 def test_keys_and_tokens_from_the_command_line(tmp_path, repository_path):
-    from tests.conftest import build_app
+    from tests.support.apps import build_app
 
     secret = "c" * 40
     env_settings = {"AGSERVE_JWT_SECRET": secret}

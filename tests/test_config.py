@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from app.config import SETTINGS, ConfigError, load_settings, math_threads
-from tests.servers import BIN, ROOT, free_port, server_env
+from tests.support.servers import BIN, ROOT, free_port, server_env
 
 
 def test_layers_apply_in_order():

@@ -6,8 +6,8 @@ import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.servers import BIN, ROOT, gunicorn, server_env
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.servers import BIN, ROOT, gunicorn, server_env
 
 
 def loadtest(*args: str) -> subprocess.CompletedProcess:

@@ -10,26 +10,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.data import FEATURES, to_records
-from tests.servers import gunicorn, wait_until
+from tests.support.data import FEATURES, to_records
+from tests.support.metrics import samples, scrape
+from tests.support.servers import gunicorn, wait_until
 
 pytestmark = pytest.mark.server
-
-
-def scrape(server) -> str:
-    # Prometheus sends its credential as a bearer token; an API key with the metrics scope works there.
-    response = requests.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {server.key}"}, timeout=10)
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
-    return response.text
-
-
-def samples(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def test_counters_equal_the_requests_sent_across_both_workers(repository_path, dataset, tmp_path):
@@ -86,7 +71,7 @@ def test_counters_equal_the_requests_sent_across_both_workers(repository_path, d
 def test_database_up_is_0_when_the_database_does_not_answer():
     from app.db import Database
     from app.metrics import ServerCollector
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     dead = Database(f"postgresql://agserve@127.0.0.1:{free_port()}/agserve", timeout=1.0)
     families = {family.name: family for family in ServerCollector(dead, under_gunicorn=False).collect()}

@@ -6,8 +6,8 @@ import json
 import psutil
 import pytest
 
-from tests.data import FEATURES, to_records
-from tests.servers import gunicorn
+from tests.support.data import FEATURES, to_records
+from tests.support.servers import gunicorn
 
 pytestmark = pytest.mark.server
 

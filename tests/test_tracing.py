@@ -11,12 +11,12 @@ import pytest
 import requests
 
 from app.tracing import traces_url
-from tests.api.test_prediction import expected_answers
-from tests.api.test_v2 import v2_body
-from tests.conftest import build_app, client_with_key
-from tests.data import FEATURES, to_records
-from tests.receivers import otlp_receiver
-from tests.servers import BIN, gunicorn
+from tests.support.answers import expected_answers
+from tests.support.apps import build_app, client_with_key
+from tests.support.data import FEATURES, to_records
+from tests.support.receivers import otlp_receiver
+from tests.support.servers import BIN, gunicorn
+from tests.support.v2 import v2_body
 
 STEPS = {"decode", "validate", "cache.lookup", "batch.wait", "model.call", "prediction_log", "monitoring"}
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER

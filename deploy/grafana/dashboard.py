@@ -1,6 +1,6 @@
 """agserve's Grafana dashboard as code (grafanalib): `python deploy/grafana/dashboard.py` writes agserve.json beside it.
 
-Never edit agserve.json by hand: tests/test_grafana_dashboard.py regenerates it and compares, and runs every panel's
+Never edit agserve.json by hand: tests/deploy/test_grafana_dashboard.py regenerates it and compares, and runs every panel's
 query against a real Prometheus scraping a real gunicorn. Heavy queries read the recording rules of
 deploy/prometheus/rules.yml, so Prometheus must load them.
 """

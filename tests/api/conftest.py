@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import build_app, client_with_key
-from tests.data import FEATURES, to_records
+from tests.support.apps import build_app, client_with_key
+from tests.support.data import FEATURES, to_records
 
 
 @pytest.fixture(scope="module")

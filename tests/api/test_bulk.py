@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from tests.api.test_prediction import expected_answers
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES, to_records
+from tests.support.answers import expected_answers
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES, to_records
 
 
 def as_csv(frame) -> bytes:

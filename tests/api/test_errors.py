@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from app.extensions import data_plane
-from tests.conftest import build_app, client_with_key
-from tests.data import FEATURES, to_records
+from tests.support.apps import build_app, client_with_key
+from tests.support.data import FEATURES, to_records
 
 SHAPE = {"error", "details", "request_id"}
 

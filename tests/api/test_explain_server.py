@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.servers import ROOT, gunicorn
-from tests.test_docs_browser import chromium
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.servers import ROOT, gunicorn
+from tests.support.browser import chromium
 
 ADDITIVITY = 1e-6
 

@@ -6,23 +6,9 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES, to_records
-
-SEED_KEYS = {"predictions", "probabilities", "model_info", "timestamp", "request_id"}
-
-
-def expected_answers(predictor, frame: pd.DataFrame):
-    """What AutoGluon itself says for these rows, in the server's JSON layout."""
-    if predictor.problem_type in ("binary", "multiclass"):
-        proba = predictor.predict_proba(frame)
-        probabilities = [{str(k): v for k, v in row.items()} for row in
-                         proba.astype("float64").to_dict("records")]
-        return predictor.predict(frame).tolist(), probabilities
-    result = predictor.predict(frame)
-    if isinstance(result, pd.DataFrame):
-        return [{str(k): v for k, v in row.items()} for row in result.astype("float64").to_dict("records")], None
-    return result.astype("float64").tolist(), None
+from tests.support.answers import SEED_KEYS, expected_answers
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES, to_records
 
 
 @pytest.mark.parametrize("name", list(PROBLEMS))

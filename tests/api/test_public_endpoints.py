@@ -12,8 +12,8 @@ from app.db import sqlite_file
 from app.auth import ACCESS
 from app.auth.keys import KeyStore
 from app.inference import ModelRepository
-from tests.conftest import build_app
-from tests.data import FEATURES
+from tests.support.apps import build_app
+from tests.support.data import FEATURES
 
 PEPPER = secrets.token_urlsafe(32)
 NAMES = ("binary", "tampered")  # served: one ready, one refused at load (its files changed)

@@ -1,6 +1,6 @@
 """GET /models/<name>/schema and the model's OpenAPI component judge random rows as POST /models/<name>/predict does
-(Hypothesis; tests/feature_rows.py draws the rows): exactly, on values of the types the schema declares; and whatever
-they accept, in any spelling, the server accepts."""
+(Hypothesis; tests/support/feature_rows.py draws the rows): exactly, on values of the types the schema declares; and
+whatever they accept, in any spelling, the server accepts."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from jsonschema import Draft202012Validator
 from openapi_schema_validator import OAS30Validator
 
-from tests.feature_rows import rows, schema_can_judge
+from tests.support.feature_rows import rows, schema_can_judge
 
 CONFIGURED = settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 

@@ -1,33 +1,12 @@
 """The Open Inference Protocol (V2): NVIDIA's tritonclient against a real gunicorn, and the protocol's errors."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from app.api.v2 import proba_names
-from tests.data import FEATURES, mixed_frame
-from tests.servers import gunicorn
-
-DATATYPES = {"num": "FP64", "cnt": "INT64", "color": "BYTES", "flag": "BOOL", "when": "BYTES", "note": "BYTES"}
-
-
-def tensors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Each feature as the numpy array a V2 client would hold: NaN for a missing number, "" for missing text."""
-    out = {}
-    for name in FEATURES:
-        column = rows[name]
-        if name == "num":
-            out[name] = column.to_numpy(dtype=np.float64)
-        elif name == "cnt":
-            out[name] = column.to_numpy(dtype=np.int64)
-        elif name == "flag":
-            out[name] = column.to_numpy(dtype=bool)
-        elif name == "when":
-            out[name] = np.array(["" if pd.isna(v) else v.isoformat() for v in column], dtype=object)
-        else:
-            out[name] = np.array(["" if v is None or v != v else v for v in column], dtype=object)
-    return out
+from tests.support.data import FEATURES, mixed_frame
+from tests.support.servers import gunicorn
+from tests.support.v2 import DATATYPES, tensors, v2_body
 
 
 def test_tritonclient_against_gunicorn_equals_in_process_autogluon(repository_path, in_process):
@@ -66,11 +45,6 @@ def test_tritonclient_against_gunicorn_equals_in_process_autogluon(repository_pa
                                                                                         binary_data=False)],
                             headers=headers)
         assert [o["name"] for o in only.get_response()["outputs"]] == ["predictions"]
-
-
-def v2_body(rows, **extra):
-    return {"inputs": [{"name": n, "shape": [len(a)], "datatype": DATATYPES[n], "data": a.tolist()}
-                       for n, a in tensors(rows).items()], **extra}
 
 
 def test_v2_infer_through_the_test_client_all_problem_types(app, client, in_process):
@@ -122,7 +96,7 @@ def test_v2_calls_share_the_cache_the_prediction_log_and_monitoring(repository_p
     import json
 
     from app import metrics
-    from tests.conftest import build_app, client_with_key
+    from tests.support.apps import build_app, client_with_key
 
     app = build_app(tmp_path / "auth.sqlite3", MODEL_REPOSITORY=str(repository_path), MODELS="binary",
                     PREDICTION_LOG_DIR=str(tmp_path / "log"))

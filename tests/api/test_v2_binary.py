@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api.v2 import proba_names
-from tests.api.test_v2 import DATATYPES, tensors
-from tests.data import FEATURES, mixed_frame
-from tests.servers import ROOT, gunicorn
-from tests.test_refusal_cost import LIMIT, worker_cpu_and_rss
+from tests.support.v2 import DATATYPES, tensors
+from tests.support.data import FEATURES, mixed_frame
+from tests.support.servers import ROOT, gunicorn
+from tests.support.cost import LIMIT, worker_cpu_and_rss
 
 pytestmark = pytest.mark.server
 MODELS = ("binary", "regression")

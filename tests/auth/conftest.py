@@ -1,25 +1,15 @@
 """An app with every kind of credential configured: API keys, an HS256 secret, and a JWKS of HS/RS/ES keys."""
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-import time
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import build_app
-
-SECRET = "s" * 40  # AGSERVE_JWT_SECRET: tokens without kid
-HS1 = b"h" * 48  # JWKS oct key "hs1"
-LEEWAY = 10
-AUDIENCE, ISSUER = "agserve-tests", "issuer-tests"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+from tests.support.apps import build_app
+from tests.support.tokens import AUDIENCE, HS1, ISSUER, LEEWAY, SECRET, b64
 
 
 @pytest.fixture(scope="session")
@@ -54,16 +44,3 @@ def auth_app(repository_path, tmp_path_factory, jwks_file):
                      MODELS="binary", JWT_SECRET=SECRET, JWT_JWKS_FILE=str(jwks_file),
                      JWT_ALGORITHMS="HS256,RS256,ES256", JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER,
                      JWT_LEEWAY=LEEWAY)
-
-
-def claims(**overrides):
-    now = int(time.time())
-    base = {"sub": "tester", "aud": AUDIENCE, "iss": ISSUER, "iat": now, "exp": now + 300,
-            "scope": "predict model_info admin"}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def hs_token(secret=SECRET, kid=None, **overrides) -> str:
-    key = secret.encode() if isinstance(secret, str) else secret
-    return jwt.encode(claims(**overrides), key, algorithm="HS256", headers={"kid": kid} if kid else None)

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from app.config import ConfigError, load_settings
-from tests.auth.test_matrix import good_calls, routes
-from tests.conftest import build_app
-from tests.data import FEATURES, to_records
-from tests.servers import BIN, ROOT, eventually, free_port, gunicorn, server_env
+from tests.support.routes import good_calls, routes
+from tests.support.apps import build_app
+from tests.support.data import FEATURES, to_records
+from tests.support.servers import BIN, ROOT, eventually, free_port, gunicorn, server_env
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.auth.conftest import AUDIENCE, HS1, ISSUER, LEEWAY, SECRET, b64, claims, hs_token
+from tests.support.tokens import AUDIENCE, HS1, ISSUER, LEEWAY, SECRET, b64, claims, hs_token
 
 
 def raw_token(header: dict, payload: dict, signer) -> str:
@@ -115,7 +115,7 @@ def test_issued_tokens_work_and_respect_the_maximum_lifetime(auth_app):
 
 
 def test_public_key_only_servers_cannot_issue_tokens(repository_path, tmp_path, jwks_file):
-    from tests.conftest import build_app, client_with_key
+    from tests.support.apps import build_app, client_with_key
 
     document = json.loads(jwks_file.read_text())
     document["keys"] = [k for k in document["keys"] if k["kty"] != "oct"]
@@ -128,7 +128,7 @@ def test_public_key_only_servers_cannot_issue_tokens(repository_path, tmp_path, 
 
 
 def test_issuing_tokens_without_a_secret_is_409_and_says_how_to_turn_it_on(repository_path, tmp_path):
-    from tests.conftest import build_app, client_with_key
+    from tests.support.apps import build_app, client_with_key
 
     app = build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(repository_path), MODELS="binary")
     response = client_with_key(app).post("/admin/tokens", json={"sub": "x", "scopes": ["predict"]})
@@ -160,7 +160,7 @@ def test_a_token_signed_with_another_secret_is_told_only_that_its_signature_did_
 ])
 def test_unsound_jwt_settings_stop_start_up(settings, says, tmp_path):
     from app.config import ConfigError
-    from tests.conftest import build_app
+    from tests.support.apps import build_app
 
     with pytest.raises(ConfigError, match=says):
         build_app(tmp_path / "auth.db", MODEL_REPOSITORY=str(tmp_path), **settings)
@@ -168,7 +168,7 @@ def test_unsound_jwt_settings_stop_start_up(settings, says, tmp_path):
 
 def test_private_keys_in_the_jwks_are_refused(tmp_path, signing_keys):
     from app.config import ConfigError
-    from tests.conftest import build_app
+    from tests.support.apps import build_app
 
     private = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_keys["rs1"]))
     path = tmp_path / "jwks.json"

@@ -14,8 +14,8 @@ from app.db import sqlite_file
 from app.auth import check_startup
 from app.auth.keys import KeyStore
 from app.config import ConfigError, load_settings
-from tests.auth.conftest import hs_token
-from tests.servers import ROOT
+from tests.support.tokens import hs_token
+from tests.support.servers import ROOT
 
 SECRET_NAME = re.compile(r"SECRET|PEPPER|PASSWORD|TOKEN", re.IGNORECASE)
 

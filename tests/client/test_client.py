@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from agserve.client import Client, NotFound, ValidationError
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES, to_records
-from tests import servers
-from tests.servers import ROOT, eventually, gunicorn
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES, to_records
+from tests.support import servers
+from tests.support.servers import ROOT, eventually, gunicorn
 
 pytestmark = pytest.mark.server
 

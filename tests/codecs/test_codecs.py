@@ -15,7 +15,7 @@ from app.config import load_settings
 from app.errors import ApiError
 from app.inference import ModelRegistry, ModelRepository
 from app.inference.errors import InvalidInput
-from tests.data import FEATURES, to_records
+from tests.support.data import FEATURES, to_records
 
 
 @pytest.fixture(scope="module")

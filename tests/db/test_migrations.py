@@ -13,8 +13,8 @@ import pytest
 
 from app.auth.keys import KeyStore
 from app.db import SCHEMA_REVISION, Database, current_revision, database_url, migrate, open_database, sqlite_file
-from tests.pgserver import postgres_server
-from tests.servers import ROOT
+from tests.support.pgserver import postgres_server
+from tests.support.servers import ROOT
 
 HEAD = "0004"
 # The schema the SQLite-only server created by itself, before migrations existed.

@@ -13,19 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 from app.config import load_settings
 from app.lifecycle.validation import validate
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES, mixed_frame
-from tests.pgserver import postgres_server
-from tests.receivers import webhook_receiver
-from tests.redisserver import redis_server
-from tests.servers import BIN, ROOT, Server, free_port, server_env, stop, wait_for_every_worker, wait_until
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES, mixed_frame
+from tests.support.fleet import ALERT_INTERVAL, RELOAD_INTERVAL
+from tests.support.pgserver import postgres_server
+from tests.support.receivers import webhook_receiver
+from tests.support.redisserver import redis_server
+from tests.support.servers import BIN, ROOT, Server, free_port, server_env, stop, wait_for_every_worker, wait_until
 
-RELOAD_INTERVAL = 0.5
-ALERT_INTERVAL = 0.5
 WORKERS = 2
 CACHE_SECRET = "fleet-cache-secret-shared-by-every-replica"
 SERVED = "binary,multiclass,drift"  # more than one, so that POST /predict answers with the recorded default
@@ -197,15 +195,3 @@ def fleet(tmp_path_factory, read_only_models, alert_hook):
         finally:
             for replica in fleet.all:
                 replica.stop()
-
-
-def every_worker(fleet, ask) -> dict[str, list]:
-    """ask(replica, session) once through each worker of each replica (the replica's other workers paused)."""
-    answers: dict[str, list] = {}
-    for replica in fleet.all:
-        answers[replica.name] = []
-        for pid in replica.server.worker_pids():
-            with replica.server.only_worker(pid), requests.Session() as session:
-                session.headers.update({"X-API-Key": replica.key, "Connection": "close"})
-                answers[replica.name].append(ask(replica, session))
-    return answers

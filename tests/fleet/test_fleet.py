@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from app.db import SCHEMA_REVISION
-from tests.api.test_prediction import expected_answers
-from tests.data import FEATURES, to_records
-from tests.fleet.conftest import RELOAD_INTERVAL, every_worker
-from tests.servers import ROOT, eventually
+from tests.support.answers import expected_answers
+from tests.support.data import FEATURES, to_records
+from tests.support.fleet import RELOAD_INTERVAL, every_worker
+from tests.support.servers import ROOT, eventually
 
 pytestmark = pytest.mark.server
 
@@ -132,7 +132,7 @@ def test_revoke_during_a_redis_outage_is_effective_everywhere(fleet, row):
 
 
 def start_load(replica, key: str, out, row, seconds: float, threads: int = 3, rate: int = 30):
-    return subprocess.Popen([sys.executable, "-m", "tests.loadgen", f"{replica.base}/models/binary/predict", key,
+    return subprocess.Popen([sys.executable, "-m", "tests.support.loadgen", f"{replica.base}/models/binary/predict", key,
                              str(seconds), str(threads), str(rate), str(out), json.dumps({"data": [row]})], cwd=ROOT)
 
 

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from tests.conftest import PROBLEMS, build_app, client_with_key
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.fleet.conftest import ALERT_INTERVAL, RELOAD_INTERVAL, every_worker
-from tests.servers import BIN, ROOT, eventually
+from tests.support.apps import PROBLEMS, build_app, client_with_key
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.fleet import ALERT_INTERVAL, RELOAD_INTERVAL, every_worker
+from tests.support.servers import BIN, ROOT, eventually
 
 pytestmark = pytest.mark.server
 ROWS = 25  # per request

@@ -15,7 +15,7 @@ from app.inference.dataplane import DataPlane, NotRecorded, RequestContext
 from app.inference.tables import table_from_records
 from app.predictionlog import PredictionLog
 from app.state.cache import LocalCache
-from tests.data import FEATURES, to_records
+from tests.support.data import FEATURES, to_records
 
 
 class RecordingMonitor:

@@ -13,7 +13,7 @@ from app.inference import ModelLoadError, ModelRepository
 from app.extensions import data_plane
 from app.inference.explain import BACKGROUND_FILE, _mix
 from app.inference.tables import frame_from_columns, merge_columns
-from tests.conftest import build_app, client_with_key
+from tests.support.apps import build_app, client_with_key
 
 NOISE = ["c", "d", "e", "k"]
 ADDITIVITY = 1e-6

@@ -1,6 +1,6 @@
 """The one feature spec: the fast column validator, the marshmallow row schema and the JSON Schema generated from it
-agree on random rows (Hypothesis; tests/feature_rows.py draws them), with the kinds' rules alone and with an owner's
-bounds and the length caps."""
+agree on random rows (Hypothesis; tests/support/feature_rows.py draws them), with the kinds' rules alone and with an
+owner's bounds and the length caps."""
 from __future__ import annotations
 
 import math
@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 from app.inference.features import RowSpec
 from app.inference.tables import SlowPath, Table, columns_from_rows, table_from_records
 from app.schemas import validate_rows
-from tests.feature_rows import BOUNDARIES, KINDS, LENIENT_BOUNDARIES, rows, schema_can_judge
+from tests.support.feature_rows import BOUNDARIES, KINDS, LENIENT_BOUNDARIES, rows, schema_can_judge
 
 FEATURES = [{"name": name, "kind": kind} for name, kind in KINDS.items()]
 CAPS = {"category": 6, "text": 9}  # small, so that random strings cross them

@@ -13,8 +13,8 @@ from app.config import load_settings
 from app.inference import ModelLoadError, ModelNotFound, ModelRepository, RepositoryError
 from app.inference import loading
 from app.inference.manifest import file_checksums, installed_versions
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES
 
 
 @pytest.fixture()
@@ -56,7 +56,7 @@ def test_manifest_records_what_the_server_needs(repository_path, in_process):
 
 
 def _reference_rows(repository_path, name):
-    from tests.data import mixed_frame
+    from tests.support.data import mixed_frame
 
     frame = mixed_frame().iloc[320:]
     return frame[FEATURES + [PROBLEMS[name][0]]]

@@ -9,7 +9,7 @@ from app.config import load_settings
 from app.inference import ModelNotFound, ModelNotReady, ModelRegistry, ModelRepository
 from app.inference.served import DirectTicket
 from app.inference.tables import SlowPath, table_from_records
-from tests.data import FEATURES, mixed_frame, to_records
+from tests.support.data import FEATURES, mixed_frame, to_records
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from app.config import load_settings
 from app.inference import ModelRegistry, ModelRepository
 from app.inference.tables import _datetime_column
 from app.threads import cap_estimator_jobs
-from tests.data import FEATURES
+from tests.support.data import FEATURES
 
 
 @pytest.fixture(scope="module")

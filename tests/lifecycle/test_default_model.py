@@ -11,9 +11,9 @@ from app.inference import ModelRepository
 from app.lifecycle.training import train
 from app.lifecycle.validation import validate
 from app.lifecycle.versions import promote
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.lifecycle.test_pipeline import agserve
-from tests.servers import eventually, gunicorn
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.commands import agserve
+from tests.support.servers import eventually, gunicorn
 
 
 def seen_by_default_routes(session, base, body):

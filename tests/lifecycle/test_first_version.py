@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from app.inference import ModelRepository
-from tests.api.test_prediction import expected_answers
-from tests.conftest import PROBLEMS, build_app, client_with_key
-from tests.data import FEATURES, to_records
-from tests.lifecycle.test_pipeline import agserve
+from tests.support.answers import expected_answers
+from tests.support.apps import PROBLEMS, build_app, client_with_key
+from tests.support.data import FEATURES, to_records
+from tests.support.commands import agserve
 
 
 def test_an_imported_first_version_serves_only_after_validate_and_promote(predictor_dirs, in_process, dataset,

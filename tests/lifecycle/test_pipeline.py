@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
 from app.inference import ModelRepository
 from app.inference.manifest import file_checksums
 from app.lifecycle.training import installed_hyperparameters
-from tests.api.test_prediction import expected_answers
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.servers import BIN, ROOT, gunicorn, server_env
+from tests.support.answers import expected_answers
+from tests.support.commands import agserve
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.servers import gunicorn
 
 TINY = json.dumps({"GBM": {"num_boost_round": 30}})
 
@@ -23,12 +23,6 @@ def served_repository(repository, auth_db) -> ModelRepository:
     from app.inference.activations import DatabaseActivations
 
     return ModelRepository(repository, DatabaseActivations(sqlite_file(auth_db), repository))
-
-
-def agserve(*args: str, repository, auth_db) -> subprocess.CompletedProcess:
-    env = server_env(AGSERVE_MODEL_REPOSITORY=str(repository), AGSERVE_AUTH_DB=str(auth_db))
-    return subprocess.run([str(BIN / "agserve"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +189,7 @@ def test_admin_api_lists_versions_with_their_validation(fresh):
     repository, auth_db = fresh
     (repository / "churn" / "1" / "validation.json").unlink(missing_ok=True)
     assert agserve("models", "validate", "churn", "2", repository=repository, auth_db=auth_db).returncode == 0
-    from tests.conftest import build_app, client_with_key
+    from tests.support.apps import build_app, client_with_key
 
     client = client_with_key(build_app(auth_db, MODEL_REPOSITORY=str(repository), RELOAD_INTERVAL=0))
     body = client.get("/admin/models/churn/versions").get_json()

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from app.inference import ModelRepository
-from tests.api.test_prediction import expected_answers
-from tests.conftest import build_app, client_with_key
-from tests.data import to_records
-from tests.servers import ROOT, server_env
+from tests.support.answers import expected_answers
+from tests.support.apps import build_app, client_with_key
+from tests.support.data import to_records
+from tests.support.servers import ROOT, server_env
 
 
 def readme_lifecycle_commands() -> list[str]:

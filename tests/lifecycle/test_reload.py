@@ -12,9 +12,9 @@ import pytest
 from app.config import load_settings
 from app.inference import ModelRepository
 from app.lifecycle.validation import validate
-from tests.conftest import PROBLEMS
-from tests.data import FEATURES, to_records
-from tests.servers import BIN, ROOT, gunicorn, server_env
+from tests.support.apps import PROBLEMS
+from tests.support.data import FEATURES, to_records
+from tests.support.servers import BIN, ROOT, gunicorn, server_env
 
 pytestmark = pytest.mark.server
 SECONDS, THREADS, RATE = 24, 8, 200
@@ -35,7 +35,7 @@ def repository(tmp_path, repository_path, predictor_dirs, dataset):
 
 def start_load(server, out, row, seconds=SECONDS):
     body = json.dumps({"data": [row]})
-    return subprocess.Popen([sys.executable, "-m", "tests.loadgen", f"{server.base}/predict", server.key,
+    return subprocess.Popen([sys.executable, "-m", "tests.support.loadgen", f"{server.base}/predict", server.key,
                              str(seconds), str(THREADS), str(RATE), str(out), body], cwd=ROOT)
 
 

@@ -12,8 +12,8 @@ from app.db import sqlite_file
 from app.monitoring.alerts import AlertConfig, EmailChannel, Evaluator, Rule, WebhookChannel, load_alert_config
 from app.monitoring.leader import FileLeader
 from app.monitoring.store import MonitorStore
-from tests.receivers import self_signed_certificate, smtp_server, webhook_receiver
-from tests.servers import eventually
+from tests.support.receivers import self_signed_certificate, smtp_server, webhook_receiver
+from tests.support.servers import eventually
 
 
 class Readings:

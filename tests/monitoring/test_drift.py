@@ -9,7 +9,7 @@ from app.monitoring.collector import Collector
 from app.db import sqlite_file
 from app.monitoring.drift import Thresholds, count_columns, drift_report, profiles, psi
 from app.monitoring.store import BUCKET_SECONDS, MonitorStore
-from tests.data import FEATURES, mixed_frame
+from tests.support.data import FEATURES, mixed_frame
 
 KINDS = {"num": "numeric", "cnt": "integer", "color": "category", "flag": "boolean", "when": "datetime",
          "note": "text"}

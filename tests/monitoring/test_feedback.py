@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from tests.conftest import PROBLEMS, build_app, client_with_key
-from tests.data import FEATURES, mixed_frame, to_records
+from tests.support.apps import PROBLEMS, build_app, client_with_key
+from tests.support.data import FEATURES, mixed_frame, to_records
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.receivers import dead_server, self_signed_certificate, smtp_server, webhook_receiver
-from tests.servers import eventually, gunicorn
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.receivers import dead_server, self_signed_certificate, smtp_server, webhook_receiver
+from tests.support.servers import eventually, gunicorn
 
 REQUESTS, ROWS = 20, 20  # per phase: 400 rows, half through each worker
 

@@ -13,7 +13,7 @@ from app.db import Database, open_database
 from app.monitoring import store as store_module
 from app.monitoring.alerts import AlertConfig, Evaluator, Rule
 from app.monitoring.store import MonitorStore
-from tests.pgserver import postgres_server
+from tests.support.pgserver import postgres_server
 
 _names = itertools.count()
 

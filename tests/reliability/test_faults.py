@@ -19,8 +19,8 @@ import psutil
 import pytest
 import requests
 
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.servers import ROOT, eventually, gunicorn, wait_until
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.servers import ROOT, eventually, gunicorn, wait_until
 
 pytestmark = pytest.mark.soak
 FIGURES = ROOT / "test-artifacts" / "reliability"
@@ -34,17 +34,21 @@ def record(scenario: str, **figures) -> None:
 
 
 class Load:
-    """tests.loadgen in its own process: THREADS keep-alive clients at a steady rate, each answer recorded."""
+    """tests.support.loadgen in its own process: THREADS keep-alive clients at a steady rate, each answer recorded."""
 
     def __init__(self, server, seconds: float, rate: float = 150, url: str | None = None):
-        self.out = Path(tempfile.mkdtemp()) / "load.jsonl"
+        self.folder = tempfile.TemporaryDirectory(prefix="agserve-load-")  # removed once the results are read
+        self.out = Path(self.folder.name) / "load.jsonl"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.loadgen", url or f"{server.base}/models/binary/predict", server.key,
+            [sys.executable, "-m", "tests.support.loadgen", url or f"{server.base}/models/binary/predict", server.key,
              str(seconds), str(THREADS), str(rate), str(self.out), BODY], cwd=ROOT)
 
     def results(self) -> list[dict]:
         assert self.process.wait(120) == 0
-        return [json.loads(line) for line in self.out.read_text().splitlines()]
+        try:
+            return [json.loads(line) for line in self.out.read_text().splitlines()]
+        finally:
+            self.folder.cleanup()
 
 
 def failures(results: list[dict], after: float = 0.0) -> list[dict]:

@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 from app import metrics
-from tests.conftest import build_app, client_with_key
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.redisserver import redis_server
+from tests.support.apps import build_app, client_with_key
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.redisserver import redis_server
 
 
 def counter(metric, *labels) -> float:

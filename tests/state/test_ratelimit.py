@@ -8,7 +8,7 @@ import pytest
 from app.config import ConfigError, Limit, load_settings
 from app.state.ratelimit import LocalLimiter, RedisLimiter
 from app.state.redis import RedisLink
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 
 @pytest.mark.parametrize("text, limit", [("100/minute", Limit(100, 60)), ("5/second", Limit(5, 1)),

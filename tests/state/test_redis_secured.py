@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
-from tests.conftest import build_app, client_with_key
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.redisserver import redis_server
+from tests.support.apps import build_app, client_with_key
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.redisserver import redis_server
 
 ROWS = {"data": to_records(mixed_frame(n=3, seed=91)[FEATURES])}
 

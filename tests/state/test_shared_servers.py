@@ -10,9 +10,9 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.data import FEATURES, mixed_frame, to_records
-from tests.redisserver import redis_server
-from tests.servers import eventually, gunicorn
+from tests.support.data import FEATURES, mixed_frame, to_records
+from tests.support.redisserver import redis_server
+from tests.support.servers import eventually, gunicorn
 
 BODY = {"data": to_records(mixed_frame(n=1, seed=81)[FEATURES])}
 
@@ -78,7 +78,7 @@ def test_two_replicas_share_rate_limits_through_redis_and_keys_through_the_datab
 def test_redis_killed_under_load_fails_no_prediction_and_caching_resumes(repository_path, tmp_path):
     with redis_server() as redis, gunicorn(repository_path, AGSERVE_REDIS_URL=redis.url) as server:
         out = tmp_path / "load.jsonl"
-        load = subprocess.Popen([sys.executable, "-m", "tests.loadgen", f"{server.base}/models/binary/predict",
+        load = subprocess.Popen([sys.executable, "-m", "tests.support.loadgen", f"{server.base}/models/binary/predict",
                                  server.key, "8", "4", "60", str(out), json.dumps(BODY)])
         time.sleep(2.5)
         assert redis.client().keys("agserve:cache:*")  # the load's row is cached in Redis

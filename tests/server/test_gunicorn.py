@@ -1,0 +1,116 @@
+"""The original specification's contract through a real gunicorn with 2 workers on loopback, and how workers load models."""
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+import requests
+
+from app.config import cpu_count
+from tests.support.answers import SEED_KEYS, expected_answers
+from tests.support.data import FEATURES, to_records
+from tests.support.servers import gunicorn, wait_until
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def server(repository_path, tmp_path_factory):
+    log = tmp_path_factory.mktemp("logs") / "gunicorn.log"
+    with gunicorn(repository_path, workers=2, AGSERVE_DEFAULT_MODEL="multiclass", log_path=log) as running:
+        yield running
+
+
+def test_seed_request_through_gunicorn(server, in_process, dataset):
+    base, http = server.base, server.session()
+    _, test = dataset
+    frame = test[FEATURES]
+
+    response = http.post(f"{base}/predict", json={"data": to_records(frame)}, timeout=30)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == SEED_KEYS
+    predictions, probabilities = expected_answers(in_process["multiclass"], frame)
+    assert body["predictions"] == predictions and body["probabilities"] == probabilities
+    assert body["model_info"]["name"] == "multiclass"
+    assert response.headers["X-Request-ID"] == body["request_id"]
+
+
+@pytest.mark.parametrize("name", ["binary", "regression", "quantile"])
+def test_named_models_through_gunicorn(server, in_process, dataset, name):
+    base, http = server.base, server.session()
+    _, test = dataset
+    frame = test[FEATURES].head(25)
+    body = http.post(f"{base}/models/{name}/predict", json={"data": to_records(frame)}, timeout=30).json()
+    assert (body["predictions"], body["probabilities"]) == expected_answers(in_process[name], frame)
+
+
+def test_concurrent_requests_each_get_their_own_rows(server, in_process, dataset):
+    base = server.base
+    _, test = dataset
+    frame = test[FEATURES]
+
+    def ask(i):
+        rows = frame.iloc[i:i + 3]
+        body = requests.post(f"{base}/models/binary/predict", json={"data": to_records(rows)},
+                             headers={"X-API-Key": server.key}, timeout=30).json()
+        return body["probabilities"] == expected_answers(in_process["binary"], rows)[1]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(ask, range(0, 60)))
+
+
+def test_seed_health_check(server):
+    base, http = server.base, server.session()
+    body = http.get(f"{base}/health", timeout=5).json()
+    assert body["status"] == "healthy" and body["model_loaded"] is True
+    assert body["model_info"]["name"] == "multiclass"
+    assert http.get(f"{base}/health/live", timeout=5).json() == {"status": "alive"}
+
+
+def test_errors_keep_their_shape_through_gunicorn(server):
+    base, http = server.base, server.session()
+    response = http.post(f"{base}/predict", data=b'{"data": [', headers={"Content-Type": "application/json"},
+                             timeout=5)
+    assert response.status_code == 400 and set(response.json()) == {"error", "details", "request_id"}
+    assert http.post(f"{base}/predict", data="x", headers={"Content-Type": "text/plain; charset=utf-8"},
+                         timeout=5).status_code == 415
+
+
+def _maps_lightgbm(process: psutil.Process) -> bool:
+    return any("lib_lightgbm" in m.path for m in process.memory_maps())
+
+
+def test_each_worker_loads_models_after_the_fork_and_the_master_never_does(server):
+    process = server.process
+    master = psutil.Process(process.pid)
+    workers = master.children()
+    assert len(workers) == 2
+    assert all(_maps_lightgbm(worker) for worker in workers)
+    assert not _maps_lightgbm(master)
+
+
+def test_math_threads_are_capped_per_worker(server):
+    base, http = server.base, server.session()
+    expected = max(1, cpu_count() // 2)
+    pools = http.get(f"{base}/health/ready", timeout=5).json()["worker"]["thread_pools"]
+    assert {p["library"] for p in pools} >= {"openmp"}
+    assert all(p["threads"] == expected for p in pools)
+
+
+def test_a_worker_that_cannot_load_stays_up_and_says_why(repository_path, tmp_path):
+    broken = tmp_path / "models"
+    shutil.copytree(repository_path, broken)
+    (broken / "binary" / "1" / "predictor" / "predictor.pkl").write_bytes(b"corrupt")
+    with gunicorn(broken, workers=2, wait_ready=False, AGSERVE_MODELS="binary") as running:
+        base, process, http = running.base, running.process, running.session()
+        wait_until(f"{base}/health/live", 60, process)
+        ready = http.get(f"{base}/health/ready", timeout=5)
+        assert ready.status_code == 503
+        assert "integrity check (changed: predictor.pkl)" in ready.json()["reason"]
+        refused = http.post(f"{base}/predict", json={"data": [{}]}, timeout=5)
+        assert refused.status_code == 503 and set(refused.json()) == {"error", "details", "request_id"}
+        assert process.poll() is None, "the master must keep running"
