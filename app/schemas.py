@@ -1,4 +1,5 @@
-"""Marshmallow input schemas generated from a model's manifest, and their JSON Schema view."""
+"""Marshmallow: the value fields a model's row schema is made of (app/inference/features.py builds it from the
+feature spec), and the request and response bodies of the other routes."""
 from __future__ import annotations
 
 import math
@@ -7,12 +8,10 @@ import traceback
 from datetime import datetime
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.values import INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES, fits_int64, parse_duration
-
-# Owner-declared bounds in schema.json: {"features": {name: {minimum, maximum, enum, max_length}}}
-BOUND_KEYS = {"minimum", "maximum", "enum", "max_length"}
+from app.values import (DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, INT64_MAX, INT64_MIN, NUMBER_TEXT_MAX, SCOPES,
+                        fits_int64, parse_duration)
 
 
 class StrippedString(fields.String):
@@ -82,16 +81,15 @@ class FiniteFloat(fields.Float):
         return number
 
 
-DATETIME_MIN, DATETIME_MAX = datetime(1677, 9, 22), datetime(2262, 4, 11)
-
-
 class IsoDateTime(StrippedString):
     """An ISO 8601 date or date-time without a time zone, as AutoGluon's datetime features are trained
     (AutoGluon fails on zoned values for them)."""
 
-    default_error_messages = {"datetime": "Not a valid ISO 8601 date or date-time.",
-                              "zoned": "Time zone offsets are not accepted: send the local date-time, as in training.",
-                              "range": "Date-times must lie between 1677-09-22 and 2262-04-11 (what pandas can hold)."}
+    default_error_messages = {
+        "datetime": "Not a valid ISO 8601 date or date-time.",
+        "zoned": "Time zone offsets are not accepted: send the local date-time, as in training.",
+        "range": f"Date-times must lie between {DATETIME_MIN:%Y-%m-%d} and {DATETIME_MAX:%Y-%m-%d} "
+                 "(what pandas can hold)."}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -105,58 +103,9 @@ class IsoDateTime(StrippedString):
             raise self.make_error("zoned")
         if not DATETIME_MIN <= moment <= DATETIME_MAX:  # AutoGluon would fail converting it to datetime64[ns]
             raise self.make_error("range")
+        if not DATETIME_TEXT.fullmatch(text):
+            raise self.make_error("datetime")
         return text
-
-
-FIELD_FOR_KIND = {
-    "numeric": FiniteFloat,
-    "integer": WholeNumber,
-    "boolean": fields.Boolean,
-    "category": StrippedString,
-    "datetime": IsoDateTime,
-    "text": StrippedString,
-}
-
-
-def check_bounds(bounds: dict[str, Any], features: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Validate a schema.json document against the features; return {feature: bounds}."""
-    declared = bounds.get("features", {}) if isinstance(bounds, dict) else None
-    if not isinstance(declared, dict):
-        raise ValueError('schema.json must be {"features": {name: {...}}}')
-    kinds = {f["name"]: f["kind"] for f in features}
-    for name, spec in declared.items():
-        if name not in kinds:
-            raise ValueError(f"schema.json names {name!r}, which is not a feature")
-        if not isinstance(spec, dict) or set(spec) - BOUND_KEYS:
-            raise ValueError(f"schema.json: bounds of {name!r} may only use {', '.join(sorted(BOUND_KEYS))}")
-    return declared
-
-
-def build_row_schema(model_name: str, features: list[dict[str, Any]], bounds: dict[str, dict[str, Any]] | None = None,
-                     *, unknown: str = "raise", missing: str = "raise",
-                     max_lengths: dict[str, int] | None = None) -> Schema:
-    """A schema for one input row: one field per feature, typed by its AutoGluon kind; null is a missing value.
-    max_lengths caps the strings of a kind ({"category": 1024, "text": 65536}), beneath any owner's max_length."""
-    bounds = bounds or {}
-    max_lengths = max_lengths or {}
-    declared = {}
-    for feature in features:
-        spec = bounds.get(feature["name"], {})
-        validators = []
-        if feature["kind"] in max_lengths:
-            validators.append(validate.Length(max=max_lengths[feature["kind"]]))
-        if "minimum" in spec or "maximum" in spec:
-            validators.append(validate.Range(min=spec.get("minimum"), max=spec.get("maximum")))
-        if "enum" in spec:
-            validators.append(validate.OneOf(spec["enum"]))
-        if "max_length" in spec:
-            validators.append(validate.Length(max=spec["max_length"]))
-        field_class = FIELD_FOR_KIND[feature["kind"]]
-        declared[feature["name"]] = field_class(
-            required=(missing == "raise"), allow_none=True, validate=validators,
-            metadata={"kind": feature["kind"]})
-    schema_class = Schema.from_dict(declared, name=f"{_identifier(model_name)}Row")
-    return schema_class(unknown=RAISE if unknown == "raise" else EXCLUDE)
 
 
 def messages_of(error: ValidationError) -> dict[str, Any]:
@@ -173,40 +122,6 @@ def validate_rows(schema: Schema, rows: list[Any]) -> list[dict[str, Any]]:
     if not_objects:
         raise ValidationError(not_objects)
     return schema.load(rows, many=True)
-
-
-JSON_TYPE = {FiniteFloat: "number", WholeNumber: "integer", fields.Boolean: "boolean",
-             StrippedString: "string", IsoDateTime: "string"}
-
-
-def json_schema(schema: Schema) -> dict[str, Any]:
-    """The JSON Schema of one row, read off the marshmallow fields so the two never disagree."""
-    properties = {}
-    for name, field in schema.fields.items():
-        prop: dict[str, Any] = {"type": [JSON_TYPE[type(field)], "null"], "x-feature-kind": field.metadata["kind"]}
-        if isinstance(field, IsoDateTime):
-            prop["format"] = "date-time"
-        for validator in field.validators:
-            if isinstance(validator, validate.Range):
-                if validator.min is not None:
-                    prop["minimum"] = validator.min
-                if validator.max is not None:
-                    prop["maximum"] = validator.max
-            elif isinstance(validator, validate.OneOf):
-                prop["enum"] = list(validator.choices) + [None]
-            elif isinstance(validator, validate.Length) and validator.max is not None:
-                prop["maxLength"] = min(validator.max, prop.get("maxLength", validator.max))
-        properties[name] = prop
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name, field in schema.fields.items() if field.required],
-        "additionalProperties": schema.unknown != RAISE,
-    }
-
-
-def _identifier(name: str) -> str:
-    return "".join(part.capitalize() for part in name.replace("-", "_").replace(".", "_").split("_")) or "Model"
 
 
 class StrictSchema(Schema):

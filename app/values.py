@@ -1,12 +1,20 @@
 """The value rules every protocol shares (JSON records, split, CSV, V2 tensors, feedback, admin bodies): an integer
-fits int64, a number fits a finite float64, a string holds only Unicode scalar values (no lone surrogate), and a
-client-sent text that stands for a number, a date or a duration is short. Codecs call these; none has its own."""
+fits int64, a number fits a finite float64, a date-time lies where pandas can hold it, a string holds only Unicode
+scalar values (no lone surrogate), and a client-sent text that stands for a number, a date or a duration is short.
+Codecs call these; none has its own."""
 from __future__ import annotations
 
 import re
+import sys
+from datetime import datetime
 from typing import Any
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+FLOAT64_MAX = sys.float_info.max
+DATETIME_MIN, DATETIME_MAX = datetime(1677, 9, 22), datetime(2262, 4, 11)  # what pandas' datetime64[ns] can hold
+# The ISO 8601 spellings pandas reads as Python does: no week dates, comma fractions or odd date-time separators
+# (Python 3.11 reads "2024-W01-1" and "2024-01-02+02:00", then AutoGluon fails on them)
+DATETIME_TEXT = re.compile(r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?:[T ][0-9:.]+)?")
 NUMBER_TEXT_MAX = 64  # characters of a number, date-time or duration sent as text: more is never a real value
 NAME_MAX = 1024  # characters of a column or input name: longer is no feature's name, and is never echoed back
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

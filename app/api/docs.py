@@ -21,11 +21,10 @@ from app.auth import ACCESS, may_see, public
 from app.codecs import v2_binary
 from app.extensions import served_models
 from app.schemas import (ErrorResponse, FeedbackBatch, FeedbackItem, FeedbackResponse, KeyRequest,
-                         PredictionResponse, PromoteRequest, TokenRequest, json_schema)
+                         PredictionResponse, PromoteRequest, TokenRequest)
 
 bp = Blueprint("docs", __name__)
 JSON = "application/json"
-NAIVE_DATETIME = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?)?$"
 
 
 @bp.get("/openapi.json")
@@ -91,26 +90,10 @@ DOCS_PAGE = """<!DOCTYPE html>
 
 # --- the document -------------------------------------------------------------------------------------------------
 def _row_schemas(with_models: bool) -> dict[str, dict[str, Any]]:
-    """Served model name → its row schema, rewritten for OpenAPI 3.0 (nullable instead of type arrays)."""
-    rows = {}
-    for name, slot in sorted(served_models().slots.items() if with_models else ()):
-        if slot.model is not None:
-            rows[name] = _openapi30(json_schema(slot.model.schema))
-    return rows
-
-
-def _openapi30(schema: dict[str, Any]) -> dict[str, Any]:
-    properties = {}
-    for name, prop in schema["properties"].items():
-        prop = dict(prop)
-        types = [t for t in prop.pop("type") if t != "null"]
-        prop["type"], prop["nullable"] = types[0], True
-        if prop.pop("format", None) == "date-time":  # local date-times, as trained: RFC 3339 would demand an offset
-            prop["pattern"] = NAIVE_DATETIME
-        if "enum" in prop:
-            prop["enum"] = [v for v in prop["enum"] if v is not None] + [None]
-        properties[name] = prop
-    return {**schema, "properties": properties}
+    """Served model name → its row schema as an OpenAPI 3.0 component, from the model's feature spec."""
+    return {name: slot.model.spec.openapi_schema()
+            for name, slot in sorted(served_models().slots.items() if with_models else ())
+            if slot.model is not None}
 
 
 def _component(name: str) -> str:

@@ -8,7 +8,6 @@ from flask import Blueprint, current_app, jsonify
 from app.auth import require_scope
 from app.extensions import served_models
 from app.inference.served import ServedModel
-from app.schemas import json_schema
 
 bp = Blueprint("models", __name__)
 
@@ -38,9 +37,9 @@ def model_info(name: str):
 @bp.get("/models/<name>/schema")
 @require_scope("model_info")
 def model_schema(name: str):
-    """The JSON Schema a row must satisfy, generated from the model's marshmallow schema."""
+    """The JSON Schema a row must satisfy, generated from the model's feature spec."""
     model = served_models().get(name)
-    return jsonify({"name": model.name, "version": model.version, "row": json_schema(model.schema)})
+    return jsonify({"name": model.name, "version": model.version, "row": model.spec.json_schema()})
 
 
 def limits() -> dict[str, int]:

@@ -65,7 +65,7 @@ def _csv_header(body: bytes, model: ServedModel) -> list[str]:
         raise ApiError(400, "request body is not valid UTF-8 CSV", {"reason": type(exc).__name__}) from None
     if not names:
         raise ApiError(422, "the CSV body has no header row", {"data": ["Missing data for required field."]})
-    check_names(names, model.feature_names, model.unknown_fields, model.missing_features)
+    check_names(names, model.feature_names, model.spec.unknown, model.spec.missing)
     return names
 
 

@@ -165,7 +165,9 @@ def _masked(names: list[str], row: dict[str, Any], background: dict[str, Any], o
 
 def _mix(value: Any, background: Any, from_row: np.ndarray) -> Any:
     """The background column tiled once per block, with the row's value where from_row is set."""
-    tiled = np.tile(np.asarray(background, dtype="float64" if isinstance(background, np.ndarray) else object),
+    # an integer float64 cannot hold exactly (2**63 - 1 would round to 2**63 and overflow int64) keeps its column object
+    exact = isinstance(background, np.ndarray) and not (type(value) is int and abs(value) >= 2 ** 53)
+    tiled = np.tile(np.asarray(background, dtype="float64" if exact else object),
                     len(from_row) // max(len(background), 1))
     tiled[from_row] = value
     return tiled if tiled.dtype != object else tiled.tolist()

@@ -9,10 +9,10 @@ from typing import Any, Mapping
 from app.config import math_threads
 from app.inference.errors import ModelLoadError
 from app.inference.explain import load_background
+from app.inference.features import RowSpec
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
-from app.schemas import build_row_schema, check_bounds
 from app.threads import cap_estimator_jobs
 from app.values import NAME_MAX
 
@@ -41,16 +41,14 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     started = time.perf_counter()
     manifest = version.manifest()
     verify(version, manifest)
-    bounds = None
-    if version.bounds_path.is_file():
-        try:
-            bounds = check_bounds(json.loads(version.bounds_path.read_text()), manifest["features"])
-        except ValueError as exc:
-            raise ModelLoadError(f"model {version.name} version {version.version}: {exc}") from None
-    schema = build_row_schema(version.name, manifest["features"], bounds,
-                              unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"],
-                              max_lengths={"category": settings["MAX_CATEGORY_LENGTH"],
-                                           "text": settings["MAX_TEXT_LENGTH"]})
+    try:  # the owner's bounds (schema.json) are checked against the features here, before anything is unpickled
+        bounds = json.loads(version.bounds_path.read_text()) if version.bounds_path.is_file() else None
+        spec = RowSpec.from_manifest(manifest, bounds, unknown=settings["UNKNOWN_FIELDS"],
+                                     missing=settings["MISSING_FEATURES"],
+                                     length_caps={"category": settings["MAX_CATEGORY_LENGTH"],
+                                                  "text": settings["MAX_TEXT_LENGTH"]})
+    except ValueError as exc:
+        raise ModelLoadError(f"model {version.name} version {version.version}: {exc}") from None
 
     from autogluon.tabular import TabularPredictor  # heavy: imported in the worker, after the fork
 
@@ -62,8 +60,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
                     "they will be read from disk on every call",
                     extra={"model": version.name, "version": version.version})
     capped = cap_estimator_jobs(predictor, math_threads(settings))
-    model = ServedModel(version.name, version.version, manifest, predictor, schema,
-                        unknown=settings["UNKNOWN_FIELDS"], missing=settings["MISSING_FEATURES"])
+    model = ServedModel(version.name, version.version, manifest, predictor, spec)
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
     if settings["BATCHING"]:

@@ -16,7 +16,6 @@ from app.frames import json_value
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-FEATURE_KINDS = ("numeric", "integer", "boolean", "category", "datetime", "text")
 
 
 def installed_versions() -> dict[str, str]:

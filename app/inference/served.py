@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from marshmallow import Schema, ValidationError
+from marshmallow import ValidationError
 
 from app import metrics, tracing
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
-from app.inference.tables import (ColumnValidator, SlowPath, Table, check_columns, columns_from_rows,
-                                  frame_from_columns, merge_columns, table_from_records)
+from app.inference.features import RowSpec
+from app.inference.tables import (SlowPath, Table, check_columns, columns_from_rows, frame_from_columns,
+                                  merge_columns, table_from_records)
 from app.schemas import messages_of, validate_rows
 
 CLASSIFICATION = ("binary", "multiclass")
@@ -83,19 +84,17 @@ class MaskedRows(dict):
 class ServedModel:
     """One version of one model, held in memory by a worker."""
 
-    def __init__(self, name: str, version: str, manifest: dict[str, Any], predictor, schema: Schema,
-                 unknown: str = "raise", missing: str = "raise"):
+    def __init__(self, name: str, version: str, manifest: dict[str, Any], predictor, spec: RowSpec):
         self.name = name
         self.version = version
         self.manifest = manifest
         self.predictor = predictor
-        self.schema = schema
+        self.spec = spec  # the one feature spec: the fast validator, and the schemas below are generated from it
+        self.schema = spec.row_schema()
         self.problem_type = manifest["problem_type"]
         self.features = manifest["features"]
-        self.feature_names = [f["name"] for f in self.features]
-        self._kinds = {f["name"]: f["kind"] for f in self.features}
-        self._columns = ColumnValidator(schema)
-        self.unknown_fields, self.missing_features = unknown, missing
+        self.feature_names = spec.names
+        self._kinds = spec.kinds
         self.max_columns = max(1024, len(self.features))  # the loader applies AGSERVE_MAX_COLUMNS
         self.max_cell_bytes = 4 * 65_536 + 2  # and the longest UTF-8 CSV cell its string lengths allow
         self.batcher: Batcher | None = None
@@ -131,9 +130,9 @@ class ServedModel:
     def validate_table(self, table: Table) -> dict[str, Any]:
         """Typed columns: the fast column-wise path, or marshmallow when it cannot vouch for a value."""
         if table.records is None:
-            check_columns(table, self.feature_names, self.unknown_fields, self.missing_features)
+            check_columns(table, self.feature_names, self.spec.unknown, self.spec.missing)
         try:
-            return self._columns.convert(table)
+            return self.spec.convert(table)
         except SlowPath:
             pass  # marshmallow decides outside the handler, so its refusal does not keep the fast path's columns
         return columns_from_rows(self.validate(table.rows()), self.feature_names)

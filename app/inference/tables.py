@@ -1,9 +1,9 @@
-"""Input tables: rows from JSON records, the pandas "split" orientation or CSV, as columns of raw values,
-and the fast column-wise validation of those columns.
+"""Input tables: rows from JSON records, the pandas "split" orientation or CSV, as columns of raw values; the
+whole-column converters the fast validator (app/inference/features.py) applies per kind; the DataFrame AutoGluon gets.
 
-The marshmallow row schema stays the authority: the fast path accepts only values whose conversion it is sure
-matches marshmallow's; anything else (an error, a numeric string in JSON, an unusual boolean) goes to marshmallow,
-which either accepts it or words the error.
+The marshmallow row schema stays the authority: a converter accepts only values whose conversion it is sure
+matches marshmallow's; anything else (an error, a numeric string in JSON, an unusual boolean) raises SlowPath and goes
+to marshmallow, which either accepts it or words the error.
 """
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from marshmallow import Schema, fields, validate
 
 from app.inference.errors import InvalidInput
-from app.schemas import DATETIME_MAX, DATETIME_MIN, FiniteFloat, IsoDateTime, StrippedString, WholeNumber
-from app.values import NAME_MAX, NUMBER_TEXT_MAX
+from app.values import DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, NAME_MAX, NUMBER_TEXT_MAX
 
 
 class SlowPath(Exception):
@@ -117,36 +115,7 @@ def check_columns(table: Table, features: list[str], unknown: str, missing: str)
     return table
 
 
-class ColumnValidator:
-    """Converts whole columns at once, following the row schema's fields and validators."""
-
-    def __init__(self, schema: Schema):
-        self.fields = dict(schema.fields)
-
-    def convert(self, table: Table) -> dict[str, Any]:
-        """Typed columns, or SlowPath when any value needs marshmallow's judgement."""
-        if set(table.columns) != set(self.fields):
-            raise SlowPath()
-        return {name: self._column(field, table.columns[name]) for name, field in self.fields.items()}
-
-    def _column(self, field: fields.Field, values: list[Any]):
-        if isinstance(field, FiniteFloat):
-            converted = _numbers(values, integral=False)
-        elif isinstance(field, WholeNumber):
-            converted = _numbers(values, integral=True)
-        elif isinstance(field, fields.Boolean):
-            converted = _booleans(values, field)
-        elif isinstance(field, IsoDateTime):
-            converted = _datetimes(values)
-        elif isinstance(field, StrippedString):
-            converted = [None if v is None else _string(v) for v in values]
-        else:
-            raise SlowPath()
-        _check_validators(field, converted)
-        return converted
-
-
-def _numbers(values: list[Any], integral: bool) -> np.ndarray:
+def numbers(values: list[Any], integral: bool) -> np.ndarray:
     """float64 with NaN for missing; text (CSV) parsed the way float() parses it."""
     if isinstance(values, np.ndarray) and values.dtype == np.float64:  # CSV columns pandas already parsed
         array, missing = values, np.isnan(values)
@@ -180,18 +149,23 @@ def _numbers(values: list[Any], integral: bool) -> np.ndarray:
     return array
 
 
-def _booleans(values: list[Any], field: fields.Boolean) -> list[Any]:
+def booleans(values: list[Any], truthy: set[Any], falsy: set[Any]) -> list[Any]:
+    """Booleans; text only in the spellings given (the marshmallow field's)."""
     out = []
     for value in values:
         if value is None or type(value) is bool:
             out.append(value)
-        elif isinstance(value, str) and value in field.truthy:
+        elif isinstance(value, str) and value in truthy:
             out.append(True)
-        elif isinstance(value, str) and value in field.falsy:
+        elif isinstance(value, str) and value in falsy:
             out.append(False)
         else:
             raise SlowPath()
     return out
+
+
+def strings(values: list[Any]) -> list[Any]:
+    return [None if v is None else _string(v) for v in values]
 
 
 def _string(value: Any) -> str:
@@ -200,13 +174,15 @@ def _string(value: Any) -> str:
     return value.strip()
 
 
-def _datetimes(values: list[Any]) -> list[Any]:
+def datetimes(values: list[Any]) -> list[Any]:
     out = []
     for value in values:
         if value is None:
             out.append(None)
             continue
         text = _string(value)
+        if len(text) > NUMBER_TEXT_MAX or not DATETIME_TEXT.fullmatch(text):  # as marshmallow's IsoDateTime
+            raise SlowPath()
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
@@ -215,24 +191,6 @@ def _datetimes(values: list[Any]) -> list[Any]:
             raise SlowPath()
         out.append(text)
     return out
-
-
-def _check_validators(field: fields.Field, converted) -> None:
-    for validator in field.validators:
-        present = [v for v in (converted.tolist() if isinstance(converted, np.ndarray) else converted)
-                   if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if isinstance(validator, validate.Range):
-            if (validator.min is not None and any(v < validator.min for v in present)) or \
-                    (validator.max is not None and any(v > validator.max for v in present)):
-                raise SlowPath()
-        elif isinstance(validator, validate.OneOf):
-            if any(v not in validator.choices for v in present):
-                raise SlowPath()
-        elif isinstance(validator, validate.Length):
-            if validator.max is not None and any(len(v) > validator.max for v in present):
-                raise SlowPath()
-        else:
-            raise SlowPath()
 
 
 def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.DataFrame:

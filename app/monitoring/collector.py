@@ -13,9 +13,9 @@ import threading
 import time
 from typing import Any, Callable
 
-import numpy as np
 import orjson
 
+from app.inference.tables import merge_columns
 from app.metrics import LostRecords
 from app.monitoring.drift import FeatureProfile, count_columns, profiles
 from app.monitoring.store import MonitorStore, bucket_of
@@ -79,12 +79,16 @@ class Collector:
             groups: dict[tuple, list] = {}  # one count per model version and bucket, not per request
             predictions = []
             for at, request_id, model, result in pending:
-                groups.setdefault((model.name, model.version, bucket_of(at)), [model]).append(result.inputs or {})
+                if result.inputs is not None:  # every answer of the data plane carries its validated inputs
+                    groups.setdefault((model.name, model.version, bucket_of(at)), [model]).append(result.inputs)
                 outputs = orjson.dumps({"predictions": result.predictions, "probabilities": result.probabilities},
                                        option=orjson.OPT_SERIALIZE_NUMPY)
                 predictions.append((request_id, at, model.name, model.version, len(result.predictions), outputs))
             for key, (model, *inputs) in groups.items():
-                for (feature, cell), count in count_columns(self._profiles_of(model), _concatenated(inputs)).items():
+                feature_profiles = self._profiles_of(model)
+                kinds = {name: profile.kind for name, profile in feature_profiles.items()}
+                columns = inputs[0] if len(inputs) == 1 else merge_columns(inputs, kinds)
+                for (feature, cell), count in count_columns(feature_profiles, columns).items():
                     drift[(*key, feature, cell)] = count
             try:
                 self.store.add([(*k, v) for k, v in traffic.items()], [(*k, v) for k, v in drift.items()],
@@ -117,21 +121,6 @@ class Collector:
         self._thread = threading.Thread(target=loop, name="agserve-monitor-flush", daemon=True)
         self._thread.start()
         atexit.register(self.flush)  # a graceful worker exit writes its last second too
-
-
-def _concatenated(inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several requests' columns as one set of columns (arrays stay arrays)."""
-    if len(inputs) == 1:
-        return inputs[0]
-    merged = {}
-    for name in inputs[0]:
-        parts = [part[name] for part in inputs if name in part]
-        if all(isinstance(part, np.ndarray) for part in parts):
-            merged[name] = np.concatenate(parts)
-        else:
-            merged[name] = [value for part in parts for value in (part.tolist() if isinstance(part, np.ndarray)
-                                                                  else part)]
-    return merged
 
 
 def sliding_p95(traffic: list[tuple[str, int, int]]) -> float | None:

@@ -11,7 +11,8 @@ import pytest
 
 from app.inference import ModelLoadError, ModelRepository
 from app.extensions import data_plane
-from app.inference.explain import BACKGROUND_FILE
+from app.inference.explain import BACKGROUND_FILE, _mix
+from app.inference.tables import frame_from_columns, merge_columns
 from tests.support.apps import build_app, client_with_key
 
 NOISE = ["c", "d", "e", "k"]
@@ -211,3 +212,14 @@ def test_split_and_csv_bodies_get_the_records_answer_and_the_row_limit_holds(app
                                          json={"data": two_feature_frame(limit + 1, 6).drop(columns="y")
                                                .to_dict("records")})
     assert too_many.status_code == 413 and too_many.get_json()["details"]["max_rows"] == limit
+
+
+@pytest.mark.parametrize("count", [2 ** 63 - 1, -(2 ** 63), 2 ** 53 + 1])
+def test_masked_rows_keep_a_rows_int64_extremes_exact(count):
+    """Found by schemathesis once the JSON Schema stated int64's range: the row's 2**63 - 1 went into the
+    background's float64 array, became 2**63, and the model frame failed to hold it (a 500 from POST /explain)."""
+    background = np.array([3.0, np.nan, 4.0])
+    mixed = _mix(count, background, np.array([True, False, False, False, True, False]))
+    frame = frame_from_columns(merge_columns([{"cnt": [count]}, {"cnt": mixed}], {"cnt": "integer"}),
+                               {"cnt": "integer"})
+    assert [None if v is pd.NA else v for v in frame["cnt"].tolist()] == [count, count, None, 4, 3, count, 4]

@@ -63,7 +63,7 @@ def test_validation_takes_the_fast_path_or_marshmallow_with_the_same_columns(reg
     first = next(i for i, row in enumerate(rows) if row["num"] is not None)
     mixed = [dict(row, num=str(row["num"])) if i == first else row for i, row in enumerate(rows)]
     with pytest.raises(SlowPath):  # a column of numbers and numeric text: the fast path does not vouch for it
-        model._columns.convert(table_from_records(mixed, FEATURES))
+        model.spec.convert(table_from_records(mixed, FEATURES))
     slow = model.validate_table(table_from_records(mixed, FEATURES))
     for name in FEATURES:
         left = fast[name].tolist() if isinstance(fast[name], np.ndarray) else list(fast[name])

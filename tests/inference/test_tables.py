@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from marshmallow import ValidationError
 
-from app.inference.tables import ColumnValidator, SlowPath, Table, table_from_records
-from app.schemas import build_row_schema, validate_rows
+from app.inference.features import RowSpec
+from app.inference.tables import SlowPath, Table, table_from_records
+from app.schemas import validate_rows
 
 FEATURES = [{"name": "num", "kind": "numeric"}, {"name": "cnt", "kind": "integer"},
             {"name": "color", "kind": "category"}, {"name": "flag", "kind": "boolean"},
@@ -42,8 +43,9 @@ def canonical(value):
 @pytest.mark.parametrize("bounds", [None, {"num": {"minimum": -5, "maximum": 5}, "color": {"enum": ["red", "1"]},
                                            "note": {"max_length": 3}}])
 def test_fast_path_accepts_only_what_marshmallow_accepts_and_converts_the_same(bounds):
-    schema = build_row_schema("m", FEATURES, bounds)
-    validator = ColumnValidator(schema)
+    validator = RowSpec.from_manifest({"name": "m", "features": FEATURES},
+                                      None if bounds is None else {"features": bounds})
+    schema = validator.row_schema()
     rng = random.Random(7)
     accepted_fast = 0
     for _ in range(3000):
@@ -65,8 +67,8 @@ def test_fast_path_accepts_only_what_marshmallow_accepts_and_converts_the_same(b
 
 
 def test_values_the_fast_path_refuses_get_marshmallows_verdict():
-    schema = build_row_schema("m", FEATURES)
-    validator = ColumnValidator(schema)
+    validator = RowSpec.from_manifest({"name": "m", "features": FEATURES})
+    schema = validator.row_schema()
     rows = [{"num": "1_000", "cnt": "3.0", "color": "x", "flag": 1, "when": "2024-01-01", "note": None}]
     with pytest.raises(SlowPath):
         validator.convert(table_from_records(rows, [f["name"] for f in FEATURES]))
@@ -77,11 +79,11 @@ def test_values_the_fast_path_refuses_get_marshmallows_verdict():
 
 
 def test_csv_text_is_converted_column_wise():
-    schema = build_row_schema("m", FEATURES)
+    spec = RowSpec.from_manifest({"name": "m", "features": FEATURES})
     table = Table({"num": ["1.5", None, " 2 "], "cnt": ["3", "4.0", None], "color": [" red", "blue", None],
                    "flag": ["true", "0", None], "when": ["2024-01-01", None, "2024-02-03T04:05:06"],
                    "note": ["a b", None, "c"]}, 3)
-    columns = ColumnValidator(schema).convert(table)
+    columns = spec.convert(table)
     assert columns["num"].tolist()[0] == 1.5 and math.isnan(columns["num"][1]) and columns["num"][2] == 2.0
     assert columns["cnt"].tolist()[:2] == [3.0, 4.0] and columns["color"] == ["red", "blue", None]
     assert columns["flag"] == [True, False, None]
