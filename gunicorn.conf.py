@@ -54,6 +54,8 @@ HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
 HeaderTimeoutWorker.body_timeout = _settings["BODY_TIMEOUT"]
 HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
 HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
+# Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best;
+# fewer threads make smaller batches, more workers than cores split the batches and the CPU between model copies.
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False
@@ -97,7 +99,7 @@ def post_fork(server, worker):
 timeout = _settings["TIMEOUT"]  # silent worker killed after this many seconds (above the slowest request)
 graceful_timeout = _settings["GRACEFUL_TIMEOUT"]  # time to finish in-flight requests on HUP/TERM
 keepalive = 5  # seconds an idle keep-alive connection is held
-max_requests = _settings["MAX_REQUESTS"]  # recycle a worker after this many requests (0: never)
+max_requests = _settings["MAX_REQUESTS"]  # recycle after this many requests; each recycle is a model load (bench-knobs)
 max_requests_jitter = _settings["MAX_REQUESTS_JITTER"]  # spread recycling so workers do not restart together
 
 # --- Request limits --------------------------------------------------------------------------
