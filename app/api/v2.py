@@ -195,7 +195,7 @@ def _tensor_values(tensor: dict[str, Any], expected: str) -> list[Any]:
                                               for d in shape) or len(shape) not in (1, 2) or \
             (len(shape) == 2 and shape[1] != 1):
         raise ApiError(400, f"input {name!r}: shape must be [n] or [n, 1]")
-    flat = _flatten(data, name)
+    flat = _flatten(data, name, nested=len(shape) == 2)
     if len(flat) != shape[0]:
         raise ApiError(400, f"input {name!r}: shape {shape} but {len(flat)} values")
     if expected == "BYTES":
@@ -211,10 +211,11 @@ def _tensor_values(tensor: dict[str, Any], expected: str) -> list[Any]:
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in flat]
 
 
-def _flatten(data: Any, name: str) -> list[Any]:
+def _flatten(data: Any, name: str, nested: bool) -> list[Any]:
+    """The values of a [n] tensor, or of a [n, 1] one given flat or nested; in a [n] tensor a list is a wrong value."""
     if not isinstance(data, list):
         raise ApiError(400, f"input {name!r}: data must be a list")
-    if data and all(isinstance(v, list) for v in data):  # row-major nesting of an [n, 1] tensor
+    if nested and data and all(isinstance(v, list) for v in data):  # row-major nesting of an [n, 1] tensor
         if not all(len(v) == 1 for v in data):
             raise ApiError(400, f"input {name!r}: nested data must be [[value], ...]")
         return [v[0] for v in data]

@@ -75,6 +75,7 @@ def test_v2_infer_through_the_test_client_all_problem_types(app, client, in_proc
     (lambda b: b.update(outputs=[{"name": "nope"}]), 400),
     (lambda b: b.update(inputs=[]), 400),
     (lambda b: b["inputs"][1].update(data=[1.5] * 5, datatype="FP64"), 400),  # not whole numbers for an integer
+    (lambda b: b["inputs"][0].update(data=[[1.0]] * 5), 400),  # lists as the values of a [n] tensor (not [n, 1])
 ])
 def test_v2_errors_use_the_protocol_statuses(client, mutate, status):
     body = v2_body(mixed_frame(n=5, seed=93))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -138,9 +139,7 @@ def test_trickled_bodies_hold_no_thread_and_are_cut_off(repository_path, dataset
         # A body declared past the limit is refused 413 at once, without waiting for bytes that never come.
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(_post_headers(server.key, 33 * 2 ** 20))
-            sock.settimeout(1.5)
-            head, _, text = sock.recv(65536).partition(b"\r\n\r\n")  # answered at once; gunicorn closes it later
-            refused = int(head.split()[1]), json.loads(text)
+            refused = _answer_before_close(sock, time.monotonic() + 1.5)  # gunicorn closes the connection later
         assert refused is not None and refused[0] == 413 and refused[1]["details"]["max_bytes"] == 32 * 2 ** 20, refused
         metrics = http.get(f"{server.base}/metrics", timeout=10).text
         assert 'agserve_slow_clients_total{part="body"} %.1f' % (SLOW + THREADS) in metrics
@@ -152,6 +151,25 @@ def test_trickled_bodies_hold_no_thread_and_are_cut_off(repository_path, dataset
 def _post_headers(key: str, length: int) -> bytes:
     return (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def _answer_before_close(sock: socket.socket, deadline: float) -> tuple[int, dict] | None:
+    """(status, JSON body) of an answer read by its Content-Length, before the deadline, the connection still open."""
+    received = b""
+    while time.monotonic() < deadline:
+        head, _, text = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        if length and len(text) >= int(length.group(1)):
+            return int(head.split()[1]), json.loads(text)
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, OSError):
+            return None
+        if not chunk:
+            return None
+        received += chunk
+    return None
 
 
 def _answer_within(sock: socket.socket, deadline: float) -> tuple[int, dict] | None:
