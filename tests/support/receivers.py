@@ -91,6 +91,18 @@ class Webhook:
 
 
 @contextlib.contextmanager
+def _serving(port: int, handler: type[BaseHTTPRequestHandler]):
+    """An HTTP server on loopback in a thread of its own, shut down on leaving."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def webhook_receiver(answers: list[int] | None = None):
     port = free_port()
     hook = Webhook(f"http://127.0.0.1:{port}/hook", answers=list(answers or []))
@@ -110,14 +122,8 @@ def webhook_receiver(answers: list[int] | None = None):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(port, Handler):
         yield hook
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -197,14 +203,8 @@ def otlp_receiver():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(port, Handler):
         yield collector
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
