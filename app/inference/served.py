@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -166,8 +167,8 @@ class ServedModel:
         for count in counts:
             results.append(whole.slice(start, start + count))
             start += count
-        answered = [p for part, result in zip(parts, results) if not isinstance(part, MaskedRows)
-                    for p in result.predictions]
+        answered = list(chain.from_iterable(result.predictions for part, result in zip(parts, results)
+                                            if not isinstance(part, MaskedRows)))
         metrics.observe_predictions(self.name, self.version, self.problem_type, answered)
         return results
 
