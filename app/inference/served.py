@@ -29,6 +29,7 @@ def row_builder(keys: tuple[str, ...]):
     names = {f"k{i}": key for i, key in enumerate(keys)}
     display = ", ".join(f"k{i}: r[{i}]" for i in range(len(keys)))
     return eval(f"lambda r: {{{display}}}", names)  # noqa: S307 - code built from indices only
+MATRIX_JSON_ROWS = 16  # from here on writing probabilities from the matrix is cheaper than building row objects
 REPORTED_ROWS = 100  # invalid rows described in a 422; the rest are only counted, so errors stay small
 
 
@@ -55,7 +56,7 @@ class Prediction:
 
     def probabilities_json(self) -> list[dict[str, float]] | orjson.Fragment | None:
         """The probabilities for orjson: the row objects' JSON written from the matrix (once), else the rows."""
-        if self.matrix is None or not self.columns:
+        if self.matrix is None or not self.columns or len(self.matrix) < MATRIX_JSON_ROWS:
             return self.probabilities
         if self._json is None:
             self._json = orjson.Fragment(rows_json(self.columns, self.matrix))
