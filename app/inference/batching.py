@@ -5,9 +5,9 @@ while announced requests are still validating and the batch has room, waits for 
 alone is never held back. Deferrable work (explanations' masked rows) never shares a call with predictions, waits
 while any is queued, and while predictions keep coming it pauses between its calls so that it takes at most
 deferred_share of the model's time (predictions count as coming until one deferrable call's duration has passed
-without any). Each request gets exactly its own rows back; if the batched call fails, each request's rows are predicted on their own, so
-one bad request cannot fail its neighbours. A traced request (app/tracing.py) gets a batch-wait span, and each model
-call a span linked to every traced request it served.
+without any). Each request gets exactly its own rows back; if the batched call fails, each request's rows are
+predicted on their own, so one bad request cannot fail its neighbours. A traced request (app/tracing.py) gets a
+batch-wait span, and each model call a span linked to every traced request it served.
 """
 from __future__ import annotations
 
@@ -123,14 +123,13 @@ class Batcher:
         return item.result
 
     def _deferral(self) -> float:
-        """Seconds deferrable work must still wait (≤ 0: it may run now); call with the lock held."""
+        """Seconds deferrable work must still wait before its next call (≤ 0: it may run now); lock held."""
         now = time.monotonic()
-        if any(not i.deferrable for i in self._queue):
-            return math.inf  # woken when the predictions' call ends
-        if self._announced == 0 and now >= self._predicted_at + self._deferred_took:
-            return 0.0  # predictions have stopped coming
+        quiet_at = self._predicted_at + self._deferred_took  # predictions count as coming until then
+        if self._announced == 0 and now >= quiet_at:
+            return 0.0
         wait = self._deferred_next - now
-        return wait if self._announced else min(wait, self._predicted_at + self._deferred_took - now)
+        return wait if self._announced else min(wait, quiet_at - now)
 
     def _take(self) -> list[_Item] | None:
         with self._cv:
@@ -138,10 +137,12 @@ class Batcher:
                 if self._closed and not self._queue:
                     return None
                 if self._queue and not self._busy:
-                    wait = self._deferral()
-                    if wait <= 0 or self._closed or any(not i.deferrable for i in self._queue):
+                    if self._closed or any(not i.deferrable for i in self._queue):
                         break
-                    self._cv.wait(None if wait == math.inf else wait)
+                    wait = self._deferral()
+                    if wait <= 0:
+                        break
+                    self._cv.wait(wait)
                 else:
                     self._cv.wait()
             deadline = time.monotonic() + self.max_wait

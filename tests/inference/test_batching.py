@@ -174,14 +174,19 @@ def _timeline(share: float, seconds: float = 0.6) -> tuple[list[tuple[str, float
     return calls, quiet
 
 
+def _masked_share(calls: list[tuple[str, float, float]]) -> float:
+    """The share of the time from the first prediction's call to the last one's that masked calls took."""
+    predicting = [c for c in calls if c[0] == "predict"]
+    start, end = predicting[0][1], predicting[-1][2]
+    return sum(min(e, end) - max(s, start) for kind, s, e in calls if kind == "masked" and s < end and e > start) / \
+        (end - start)
+
+
 def test_while_predictions_keep_coming_deferrable_work_pauses_to_its_share_and_resumes_when_they_stop():
     """Explanations yield, not only queue: with deferred_share 0.2 their calls take about a fifth of the model's
     time while predictions come (without the pause, nearly all of it), and run back to back once predictions stop."""
     calls, quiet = _timeline(share=0.2)
-    predicting = [c for c in calls if c[0] == "predict"]
-    start, end = predicting[0][1], predicting[-1][2]
-    masked_during = sum(min(e, end) - max(s, start) for kind, s, e in calls if kind == "masked" and s < end and e > start)
-    share = masked_during / (end - start)
+    share = _masked_share(calls)
     assert 0.05 < share < 0.3, share  # it yields, yet still makes progress under steady predictions
     after = [c for c in calls if c[0] == "masked" and c[1] >= quiet + 0.05]
     assert len(after) >= 5  # 250 ms without predictions: 20 ms calls nearly back to back (12 at most)
@@ -192,7 +197,4 @@ def test_while_predictions_keep_coming_deferrable_work_pauses_to_its_share_and_r
 def test_without_a_share_limit_deferrable_work_runs_between_predictions():
     """The control for the test above: with deferred_share 1 the same explanation takes most of the model's time."""
     calls, _ = _timeline(share=1.0)
-    predicting = [c for c in calls if c[0] == "predict"]
-    start, end = predicting[0][1], predicting[-1][2]
-    masked_during = sum(min(e, end) - max(s, start) for kind, s, e in calls if kind == "masked" and s < end and e > start)
-    assert masked_during / (end - start) > 0.5
+    assert _masked_share(calls) > 0.5
