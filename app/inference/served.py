@@ -69,8 +69,7 @@ class DirectTicket:
     def __exit__(self, *exc) -> None:
         pass
 
-    def submit(self, columns: dict[str, Any], n: int, trace: tracing.RequestTrace | None = None,
-               deferrable: bool = False) -> Prediction:
+    def submit(self, columns: dict[str, Any], n: int, trace: tracing.RequestTrace | None = None) -> Prediction:
         if trace is None:
             return self._predict_parts([columns], [n])[0]
         with tracing.model_call([trace], n, 1):
@@ -101,6 +100,7 @@ class ServedModel:
         self.background: dict[str, Any] | None = None  # validated columns of the stored background sample
         self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
         self.cache_max_rows = 100
+        self.explain_chunk_rows = 512  # masked rows per model call; the loader applies AGSERVE_EXPLAIN_CHUNK_ROWS
 
     @property
     def info(self) -> dict[str, Any]:
@@ -108,8 +108,9 @@ class ServedModel:
         return {"name": self.name, "version": self.version, "problem_type": self.problem_type,
                 "eval_metric": self.manifest["eval_metric"]}
 
-    def start_batching(self, max_rows: int, max_wait: float) -> None:
-        self.batcher = Batcher(self._predict_parts, max_rows, max_wait, name=f"{self.name}-{self.version}")
+    def start_batching(self, max_rows: int, max_wait: float, deferred_share: float = 1.0) -> None:
+        self.batcher = Batcher(self._predict_parts, max_rows, max_wait, name=f"{self.name}-{self.version}",
+                               deferred_share=deferred_share)
 
     def close(self) -> None:
         """Stop batching once what is queued is done (the version has been replaced)."""
@@ -137,10 +138,10 @@ class ServedModel:
             pass  # marshmallow decides outside the handler, so its refusal does not keep the fast path's columns
         return columns_from_rows(self.validate(table.rows()), self.feature_names)
 
-    def admission(self):
+    def admission(self, deferrable: bool = False):
         """A ticket to the batcher, taken before validating so concurrent requests wait for each other; without
         batching, one that predicts in this thread. Leaving its with-block unsubmitted withdraws it."""
-        return self.batcher.ticket() if self.batcher is not None else DirectTicket(self._predict_parts)
+        return self.batcher.ticket(deferrable) if self.batcher is not None else DirectTicket(self._predict_parts)
 
     def predict(self, rows: list[Any]) -> Prediction:
         """Validate and predict row objects as a request would, without the data plane's cache, log and monitoring
@@ -151,8 +152,8 @@ class ServedModel:
 
     def predict_columns(self, columns: dict[str, Any], n: int) -> Prediction:
         """Predict validated columns through the batcher (no cache, no log: explanations' masked rows)."""
-        with self.admission() as ticket:
-            return ticket.submit(columns, n, deferrable=isinstance(columns, MaskedRows))
+        with self.admission(deferrable=isinstance(columns, MaskedRows)) as ticket:
+            return ticket.submit(columns, n)
 
     def frame(self, columns: dict[str, Any]) -> pd.DataFrame:
         return frame_from_columns(columns, self._kinds)
