@@ -117,16 +117,21 @@ class ServedModel:
         if self.batcher is not None:
             self.batcher.close()
 
-    def validate(self, rows: list[Any]) -> list[dict[str, Any]]:
-        """Rows checked by the marshmallow schema; InvalidInput with per-row, per-field messages."""
+    def validate(self, rows: list[Any], positions: list[int] | None = None,
+                 invalid_rows: int | None = None) -> list[dict[str, Any]]:
+        """Rows checked by the marshmallow schema; InvalidInput with per-row, per-field messages. When only some
+        rows of a request are judged, positions[i] is rows[i]'s place in it and invalid_rows its count of refusals."""
         try:
             return validate_rows(self.schema, rows)
         except ValidationError as exc:
             messages = messages_of(exc)
+        if positions is not None:
+            messages = {positions[i]: message for i, message in messages.items()}
         invalid = sorted(messages)
         reported = {str(i): messages[i] for i in invalid[:REPORTED_ROWS]}
         raise InvalidInput("input rows do not match the model's schema",
-                           {"rows": reported, "invalid_rows": len(invalid), "reported_rows": len(reported)})
+                           {"rows": reported, "invalid_rows": invalid_rows or len(invalid),
+                            "reported_rows": len(reported)})
 
     def validate_table(self, table: Table) -> dict[str, Any]:
         """Typed columns: the fast column-wise path, or marshmallow when it cannot vouch for a value."""
@@ -134,8 +139,12 @@ class ServedModel:
             check_columns(table, self.feature_names, self.spec.unknown, self.spec.missing)
         try:
             return self.spec.convert(table)
-        except SlowPath:
-            pass  # marshmallow decides outside the handler, so its refusal does not keep the fast path's columns
+        except SlowPath as slow:  # marshmallow decides outside the handler: its refusal keeps no fast-path column
+            unvouched = slow.args
+        refused = self.spec.refused_rows(table, self.schema, unvouched)
+        if refused:  # the schema words only the rows reported; an acceptance is still judged whole
+            reported = refused[:REPORTED_ROWS]
+            self.validate(table.rows(reported), reported, len(refused))
         return columns_from_rows(self.validate(table.rows()), self.feature_names)
 
     def admission(self, deferrable: bool = False):
