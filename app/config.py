@@ -216,6 +216,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BATCH_MAX_WAIT_MS", 2.0, _milliseconds, "Longest a batch waits for requests that are still being validated; a lone request never waits."),
     Setting("EXPLAIN_MAX_ROWS", 20, _positive_int, "Most rows in one explanation request (more: 413); each row costs about permutations × features × 50 rows of prediction."),
     Setting("EXPLAIN_CONCURRENCY", 2, _positive_int, "Explanation requests each worker computes at once; more are refused with 503 and Retry-After, so explanations never crowd out predictions."),
+    Setting("EXPLAIN_CHUNK_ROWS", 512, _positive_int, "Masked rows of an explanation per model call (at most `AGSERVE_BATCH_MAX_ROWS`): a prediction arriving meanwhile waits for at most one such call."),
+    Setting("EXPLAIN_SHARE", 0.1, _fraction, "While predictions keep coming, explanations pause between their model calls so that they take at most this share of a worker's model time (1: no pause; predictions queued always go first)."),
     Setting("EXPLAIN_PERMUTATIONS", 10, _even_positive_int, "Feature orderings sampled per explained row (antithetic pairs, so even); more is smoother and slower, the sum is exact either way."),
     Setting("PERSIST_MAX_MEMORY", 0.4, _fraction, "Share of available memory a model may take when it is persisted in RAM (AutoGluon's `max_memory`)."),
     Setting("MATH_THREADS", 0, _non_negative_int, "OpenMP/BLAS threads per worker; 0 means usable cores (the affinity mask, lowered to the cgroup CPU quota) ÷ workers (at least 1)."),

@@ -17,10 +17,12 @@ gunicorn's keep-alive time, and at most worker_connections are open per worker (
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
 
+from gunicorn import util
 from gunicorn.workers import gthread
 
 HEADERS_END = b"\r\n\r\n"
@@ -37,6 +39,18 @@ def _answer(message: str) -> bytes:
 
 HEADERS_LATE = _answer("the request headers did not arrive in time")
 BODY_LATE = _answer("the request body did not arrive in time")
+
+
+def _write_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's answer to a request it cannot parse (a control character in a header, a line past its limit...):
+    the house JSON shape instead of its HTML page; gunicorn still chooses the status, logs it and closes."""
+    body = json.dumps({"error": f"{reason}: {message}"[:300] if message else reason, "details": {},
+                       "request_id": None}).encode() + b"\n"
+    util.write_nonblock(sock, b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode("latin-1"), len(body), body))
+
+
+util.write_error = _write_error  # gunicorn's Worker.handle_error answers through this module function
 
 
 class BodyClock:

@@ -221,9 +221,12 @@ def hey(url: str, key: str, body: Path | None, content_type: str, *, concurrency
             "refused": sum(1 for r in records if r["status-code"] == "503")}
 
 
-def explanation_scenarios(url: str, key: str, one: Path, scenario: dict) -> None:
+def explanation_scenarios(url: str, key: str, one: Path, scenario: dict, settings: dict[str, str]) -> None:
     """One-row explanations at concurrency 1 and 8, and predictions' p99 alone and while explanations run at
-    their limit (AGSERVE_EXPLAIN_CONCURRENCY 2 per worker × 2 workers = 4 at once)."""
+    their limit (AGSERVE_EXPLAIN_CONCURRENCY per worker × 2 workers at once)."""
+    from app.config import load_settings
+
+    limit = 2 * load_settings(settings)["EXPLAIN_CONCURRENCY"]
     explain, predict = f"{url}/models/mixed/explain", f"{url}/models/mixed/predict"
     hey(explain, key, one, "application/json", concurrency=2, requests_=20)  # warm both workers
     for concurrency in (1, 8):
@@ -236,13 +239,13 @@ def explanation_scenarios(url: str, key: str, one: Path, scenario: dict) -> None
     log("mixed: predictions at concurrency 8, with explanations at their limit")
     background: dict = {}
     explaining = threading.Thread(target=lambda: background.update(hey(
-        explain, key, one, "application/json", concurrency=4, duration=f"{int(SECONDS) + 2}s")))
+        explain, key, one, "application/json", concurrency=limit, duration=f"{int(SECONDS) + 2}s")))
     explaining.start()
     time.sleep(1)  # the explanations are running before the predictions start, and go on after they end
     scenario.setdefault("predict_c8_explaining", []).append(hey(predict, key, one, "application/json",
                                                                 concurrency=8, duration=f"{SECONDS}s"))
     explaining.join()
-    scenario.setdefault("explain_c4_beside", []).append(background)
+    scenario.setdefault("explain_beside", []).append(background)
 
 
 def worker_starts(url: str, key: str) -> float:
@@ -332,7 +335,7 @@ def main() -> None:
                 scenario.setdefault("csv", []).append(hey(target, key, big_csv, "text/csv", concurrency=1,
                                                           requests_=10))
                 if name == "mixed":
-                    explanation_scenarios(url, key, one, scenario)
+                    explanation_scenarios(url, key, one, scenario, {})
                     log(f"mixed: run {run + 1}: {LONG} s at concurrency 32 (decay)")
                     before = worker_starts(url, key)
                     long = hey(target, key, one, "application/json", concurrency=32, duration=f"{LONG}s")
@@ -352,6 +355,61 @@ def main() -> None:
         results["iris"]["runs"].setdefault("c1_traced", []).append(traced)
         facts.setdefault("exports", []).append(exports)
     write_report(results, facts, ready_times)
+
+
+def explanation_table(scenario: dict, settings: dict[str, str]) -> list[str]:
+    from app.config import load_settings
+
+    resolved = load_settings(settings)
+    limit, share = resolved["EXPLAIN_CONCURRENCY"], resolved["EXPLAIN_SHARE"]
+    runs = {k: median_of(v) for k, v in scenario.items() if k.startswith(("explain", "predict"))}
+    e1, e8, p8, p8e, e4 = (runs[k] for k in ("explain_c1", "explain_c8", "predict_c8", "predict_c8_explaining",
+                                             "explain_beside"))
+    return [
+        "## Explanations (mixed-type model, one row, 10 permutations × 50 background rows)",
+        "",
+        f"Chunks of {resolved['EXPLAIN_CHUNK_ROWS']} masked rows; while predictions keep coming, explanations take at "
+        f"most {share:g} of each worker's model time (`AGSERVE_EXPLAIN_SHARE`), so they slow down beside predictions.",
+        "",
+        "| Scenario | Answered per s | p50 / p99 ms (answered) | Refused (503, at the limit) | Target |",
+        "|---|---|---|---|---|",
+        f"| explanations, concurrency 1 | {e1['throughput']:.1f} | {e1['ok_p50']:.0f} / {e1['ok_p99']:.0f} | "
+        f"{e1['refused']:.0f} | |",
+        f"| explanations, concurrency 8 (limit: {limit} per worker) | {e8['throughput']:.1f} | "
+        f"{e8['ok_p50']:.0f} / {e8['ok_p99']:.0f} | {e8['refused']:.0f} of {e8['requests']:.0f} | |",
+        f"| predictions, concurrency 8, alone | {p8['throughput']:.0f} | {p8['p50']:.1f} / {p8['p99']:.1f} | | |",
+        f"| predictions, concurrency 8, with explanations at their limit ({e4['throughput']:.1f}/s beside, p50 "
+        f"{e4['ok_p50']:.0f} ms) | "
+        f"{p8e['throughput']:.0f} | {p8e['p50']:.1f} / {p8e['p99']:.1f} | | p99 ≤ +20 %: "
+        f"{(p8e['p99'] / p8['p99'] - 1) * 100:+.0f} % |",
+        "",
+    ]
+
+
+def explanations_only(settings: dict[str, str]) -> None:
+    """`bench/run.py --explanations [AGSERVE_X=VALUE ...]`: only the explanation rows, on a fresh server each run
+    with those settings, printed (BENCHMARKS.md is left alone); for A/B runs of explanation settings."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    repository, auth_db = WORK / "models", WORK / "auth.sqlite3"
+    prepare_models(repository)
+    from app.auth.keys import KeyStore
+    from app.db import sqlite_file
+
+    key, _ = KeyStore(sqlite_file(auth_db), PEPPER).create("bench", ["predict", "explain"])
+    one = WORK / "mixed-one.json"
+    one.write_text(json.dumps({"data": [rows_for(repository, "mixed")[0]]}))
+    port, scenario = free_port(), {}
+    for run in range(RUNS):
+        log(f"server start {run + 1}/{RUNS} with {settings or 'the defaults'}")
+        process, _ = start_server(repository, auth_db, port, WORK / "gunicorn-explain.log", **settings)
+        try:
+            hey(f"http://127.0.0.1:{port}/models/mixed/predict", key, one, "application/json", concurrency=4,
+                requests_=400)  # warm both workers
+            explanation_scenarios(f"http://127.0.0.1:{port}", key, one, scenario, settings)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
+    print("\n".join(explanation_table(scenario, settings)))
 
 
 def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
@@ -406,24 +464,7 @@ def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
                 f"tracing off: {c1['p50']:.2f} ms | {traced['p50']:.1f} / {traced['p95']:.1f} / {traced['p99']:.1f} | "
                 f"{traced['errors']:.0f} |")
         lines.append("")
-    runs = {k: median_of(v) for k, v in results["mixed"]["runs"].items() if k.startswith(("explain", "predict"))}
-    e1, e8, p8, p8e, e4 = (runs[k] for k in ("explain_c1", "explain_c8", "predict_c8", "predict_c8_explaining",
-                                             "explain_c4_beside"))
-    lines += [
-        "## Explanations (mixed-type model, one row, 10 permutations × 50 background rows)",
-        "",
-        "| Scenario | Answered per s | p50 / p99 ms (answered) | Refused (503, at the limit) | Target |",
-        "|---|---|---|---|---|",
-        f"| explanations, concurrency 1 | {e1['throughput']:.1f} | {e1['ok_p50']:.0f} / {e1['ok_p99']:.0f} | "
-        f"{e1['refused']:.0f} | |",
-        f"| explanations, concurrency 8 (limit: 2 per worker) | {e8['throughput']:.1f} | "
-        f"{e8['ok_p50']:.0f} / {e8['ok_p99']:.0f} | {e8['refused']:.0f} of {e8['requests']:.0f} | |",
-        f"| predictions, concurrency 8, alone | {p8['throughput']:.0f} | {p8['p50']:.1f} / {p8['p99']:.1f} | | |",
-        f"| predictions, concurrency 8, with explanations at their limit ({e4['throughput']:.1f}/s beside) | "
-        f"{p8e['throughput']:.0f} | {p8e['p50']:.1f} / {p8e['p99']:.1f} | | p99 ≤ +20 %: "
-        f"{(p8e['p99'] / p8['p99'] - 1) * 100:+.0f} % |",
-        "",
-    ]
+    lines += explanation_table(results["mixed"]["runs"], {})
     live1, live32 = median_of(facts["live_c1"]), median_of(facts["live_c32"])
     lines += [
         "## The stack's own ceiling and the long run",
@@ -483,4 +524,7 @@ def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--explanations"]:
+        explanations_only(dict(setting.split("=", 1) for setting in sys.argv[2:]))
+    else:
+        main()

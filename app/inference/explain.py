@@ -176,7 +176,7 @@ def _mix(value: Any, background: Any, from_row: np.ndarray) -> Any:
 def _predict(model: ServedModel, columns: dict[str, Any], n: int, answered: int) -> tuple[list[Any], np.ndarray]:
     """All rows through the model's batcher in chunks it takes whole, so predictions queued meanwhile get their
     turn between chunks; returns the first rows' answers (as the cache keeps them) and every row's outputs."""
-    chunk = model.batcher.max_rows if model.batcher is not None else n
+    chunk = min(model.explain_chunk_rows, model.batcher.max_rows) if model.batcher is not None else n
     answers, outputs = [], []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)

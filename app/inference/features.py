@@ -11,7 +11,7 @@ from functools import cached_property, partial
 from typing import Any, Callable
 
 import numpy as np
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from app.inference import tables
 from app.inference.tables import SlowPath, Table
@@ -20,6 +20,7 @@ from app.values import DATETIME_MAX, DATETIME_MIN, FLOAT64_MAX, INT64_MAX, INT64
 
 # Owner-declared bounds in schema.json: {"features": {name: {minimum, maximum, enum, max_length}}}
 BOUND_KEYS = {"minimum", "maximum", "enum", "max_length"}
+SUSPECT_PART = 32  # values of a column the fast path judges together when finding the ones it cannot vouch for
 
 
 def _digits(low: str, high: str) -> str:
@@ -160,6 +161,17 @@ class FeatureSpec:
             raise SlowPath()
         return converted
 
+    def suspects(self, values: list[Any]) -> list[int]:
+        """The positions, in order, of the values convert cannot vouch for (all that marshmallow refuses are among
+        them), found part by part: convert judges each value alone, so a part it accepts holds no refusal."""
+        found = []
+        for start in range(0, len(values), SUSPECT_PART):
+            try:
+                self.convert(values[start:start + SUSPECT_PART])
+            except SlowPath:
+                found.extend(range(start, min(start + SUSPECT_PART, len(values))))
+        return found
+
 
 @dataclass(frozen=True)
 class RowSpec:
@@ -216,10 +228,37 @@ class RowSpec:
         return schema
 
     def convert(self, table: Table) -> dict[str, Any]:
-        """The fast column validator: typed columns, or SlowPath when any value needs marshmallow's judgement."""
+        """The fast column validator: typed columns, or SlowPath when any value needs marshmallow's judgement,
+        naming the features that hold one (none when the table's columns are not the features)."""
         if set(table.columns) != set(self.names):
             raise SlowPath()
-        return {f.name: f.convert(table.columns[f.name]) for f in self.features}
+        columns, unvouched = {}, []
+        for feature in self.features:
+            try:
+                columns[feature.name] = feature.convert(table.columns[feature.name])
+            except SlowPath:
+                unvouched.append(feature.name)
+        if unvouched:
+            raise SlowPath(*unvouched)
+        return columns
+
+    def refused_rows(self, table: Table, schema: Schema, unvouched: tuple[str, ...]) -> list[int] | None:
+        """The rows, in order, that the schema (this spec's row schema) refuses, found by its fields judging only the
+        values of the unvouched features (SlowPath's) that the fast validator cannot vouch for: the schema judges
+        each row alone and each field alone. None when it cannot tell (the table's columns are not the features)."""
+        if not unvouched:
+            return None
+        refused: set[int] = set()
+        for feature in self.features:
+            if feature.name in unvouched:
+                column, judge = table.columns[feature.name], schema.fields[feature.name]
+                for position in feature.suspects(column):
+                    if position not in refused:
+                        try:
+                            judge.deserialize(table.cell(column, position))
+                        except ValidationError:
+                            refused.add(position)
+        return sorted(refused)
 
 
 def check_bounds(bounds: Any, features: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -64,7 +64,9 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
     if settings["BATCHING"]:
-        model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000)
+        model.start_batching(settings["BATCH_MAX_ROWS"], settings["BATCH_MAX_WAIT_MS"] / 1000,
+                             settings["EXPLAIN_SHARE"])
+    model.explain_chunk_rows = settings["EXPLAIN_CHUNK_ROWS"]
     model.cache_max_rows = settings["CACHE_MAX_REQUEST_ROWS"]
     model.max_columns = max(settings["MAX_COLUMNS"], len(model.features))
     # 4 UTF-8 bytes a character, 2 quotes: no acceptable cell (value or column name) is longer

@@ -111,8 +111,7 @@ class DirectTicket:
     def __exit__(self, *exc) -> None:
         pass
 
-    def submit(self, columns: dict[str, Any], n: int, trace: tracing.RequestTrace | None = None,
-               deferrable: bool = False) -> Prediction:
+    def submit(self, columns: dict[str, Any], n: int, trace: tracing.RequestTrace | None = None) -> Prediction:
         if trace is None:
             return self._predict_parts([columns], [n])[0]
         with tracing.model_call([trace], n, 1):
@@ -143,6 +142,7 @@ class ServedModel:
         self.background: dict[str, Any] | None = None  # validated columns of the stored background sample
         self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
         self.cache_max_rows = 100
+        self.explain_chunk_rows = 512  # masked rows per model call; the loader applies AGSERVE_EXPLAIN_CHUNK_ROWS
 
     @property
     def info(self) -> dict[str, Any]:
@@ -150,24 +150,30 @@ class ServedModel:
         return {"name": self.name, "version": self.version, "problem_type": self.problem_type,
                 "eval_metric": self.manifest["eval_metric"]}
 
-    def start_batching(self, max_rows: int, max_wait: float) -> None:
-        self.batcher = Batcher(self._predict_parts, max_rows, max_wait, name=f"{self.name}-{self.version}")
+    def start_batching(self, max_rows: int, max_wait: float, deferred_share: float = 1.0) -> None:
+        self.batcher = Batcher(self._predict_parts, max_rows, max_wait, name=f"{self.name}-{self.version}",
+                               deferred_share=deferred_share)
 
     def close(self) -> None:
         """Stop batching once what is queued is done (the version has been replaced)."""
         if self.batcher is not None:
             self.batcher.close()
 
-    def validate(self, rows: list[Any]) -> list[dict[str, Any]]:
-        """Rows checked by the marshmallow schema; InvalidInput with per-row, per-field messages."""
+    def validate(self, rows: list[Any], positions: list[int] | None = None,
+                 invalid_rows: int | None = None) -> list[dict[str, Any]]:
+        """Rows checked by the marshmallow schema; InvalidInput with per-row, per-field messages. When only some
+        rows of a request are judged, positions[i] is rows[i]'s place in it and invalid_rows its count of refusals."""
         try:
             return validate_rows(self.schema, rows)
         except ValidationError as exc:
             messages = messages_of(exc)
+        if positions is not None:
+            messages = {positions[i]: message for i, message in messages.items()}
         invalid = sorted(messages)
         reported = {str(i): messages[i] for i in invalid[:REPORTED_ROWS]}
         raise InvalidInput("input rows do not match the model's schema",
-                           {"rows": reported, "invalid_rows": len(invalid), "reported_rows": len(reported)})
+                           {"rows": reported, "invalid_rows": invalid_rows or len(invalid),
+                            "reported_rows": len(reported)})
 
     def validate_table(self, table: Table) -> dict[str, Any]:
         """Typed columns: the fast column-wise path, or marshmallow when it cannot vouch for a value."""
@@ -175,14 +181,18 @@ class ServedModel:
             check_columns(table, self.feature_names, self.spec.unknown, self.spec.missing)
         try:
             return self.spec.convert(table)
-        except SlowPath:
-            pass  # marshmallow decides outside the handler, so its refusal does not keep the fast path's columns
+        except SlowPath as slow:  # marshmallow decides outside the handler: its refusal keeps no fast-path column
+            unvouched = slow.args
+        refused = self.spec.refused_rows(table, self.schema, unvouched)
+        if refused:  # the schema words only the rows reported; an acceptance is still judged whole
+            reported = refused[:REPORTED_ROWS]
+            self.validate(table.rows(reported), reported, len(refused))
         return columns_from_rows(self.validate(table.rows()), self.feature_names)
 
-    def admission(self):
+    def admission(self, deferrable: bool = False):
         """A ticket to the batcher, taken before validating so concurrent requests wait for each other; without
         batching, one that predicts in this thread. Leaving its with-block unsubmitted withdraws it."""
-        return self.batcher.ticket() if self.batcher is not None else DirectTicket(self._predict_parts)
+        return self.batcher.ticket(deferrable) if self.batcher is not None else DirectTicket(self._predict_parts)
 
     def predict(self, rows: list[Any]) -> Prediction:
         """Validate and predict row objects as a request would, without the data plane's cache, log and monitoring
@@ -193,8 +203,8 @@ class ServedModel:
 
     def predict_columns(self, columns: dict[str, Any], n: int) -> Prediction:
         """Predict validated columns through the batcher (no cache, no log: explanations' masked rows)."""
-        with self.admission() as ticket:
-            return ticket.submit(columns, n, deferrable=isinstance(columns, MaskedRows))
+        with self.admission(deferrable=isinstance(columns, MaskedRows)) as ticket:
+            return ticket.submit(columns, n)
 
     def frame(self, columns: dict[str, Any]) -> pd.DataFrame:
         return frame_from_columns(columns, self._kinds)

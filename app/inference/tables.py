@@ -24,7 +24,8 @@ from app.values import DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, NAME_MAX, NUMB
 
 
 class SlowPath(Exception):
-    """The fast path cannot vouch for a value: let marshmallow decide."""
+    """The fast path cannot vouch for a value: let marshmallow decide. Its args name the features holding one, when
+    the fast path knows them."""
 
 
 @dataclass
@@ -35,14 +36,25 @@ class Table:
     n: int
     records: list[Any] | None = None
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, indices: list[int] | None = None) -> list[dict[str, Any]]:
+        """The rows as marshmallow judges them: all, or those at indices."""
         if self.records is not None:
-            return self.records
+            return self.records if indices is None else [self.records[i] for i in indices]
         names = list(self.columns)
-        # NaN is a missing value only in columns pandas parsed (an empty CSV cell); a JSON NaN stays, to be refused
+        picked = self.columns if indices is None else take_rows(self.columns, indices)
         columns = [[None if math.isnan(v) else v for v in c.tolist()] if isinstance(c, np.ndarray) else c
-                   for c in self.columns.values()]
-        return [dict(zip(names, values)) for values in zip(*columns)] if names else [{}] * self.n
+                   for c in picked.values()]  # NaN as cell() reads it
+        n = self.n if indices is None else len(indices)
+        return [dict(zip(names, values)) for values in zip(*columns)] if names else [{}] * n
+
+    @staticmethod
+    def cell(column: Any, index: int) -> Any:
+        """One value of a column as rows() gives it to marshmallow."""
+        if isinstance(column, np.ndarray):
+            # NaN is a missing value only in columns pandas parsed (an empty CSV cell); a JSON NaN stays, to be refused
+            value = column[index].item()
+            return None if math.isnan(value) else value
+        return column[index]
 
 
 def table_from_records(rows: list[Any], features: list[str]) -> Table:

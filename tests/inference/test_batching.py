@@ -121,8 +121,8 @@ def test_predictions_queued_behind_deferrable_work_go_first_and_never_share_its_
     assert started.wait(5)
 
     def submit(who, deferrable):
-        with batcher.ticket() as ticket:
-            ticket.submit({"who": who}, 1, deferrable=deferrable)
+        with batcher.ticket(deferrable) as ticket:
+            ticket.submit({"who": who}, 1)
 
     threads = [threading.Thread(target=submit, args=(f"masked-{i}", True)) for i in range(3)]
     for thread in threads:  # the masked chunks queue first...
@@ -138,3 +138,63 @@ def test_predictions_queued_behind_deferrable_work_go_first_and_never_share_its_
     assert calls[0] == ["blocker"]
     assert sorted(calls[1]) == ["predict-0", "predict-1"]
     assert sorted(sum(calls[2:], [])) == ["masked-0", "masked-1", "masked-2"]
+
+
+def _timeline(share: float, seconds: float = 0.6) -> tuple[list[tuple[str, float, float]], float]:
+    """Predictions back to back from one caller for `seconds` while an explanation submits 20 ms deferrable calls
+    in a loop; returns every model call (kind, start, end) and when the predictions stopped."""
+    calls, stop = [], threading.Event()
+
+    def predict(parts, counts):
+        started = time.monotonic()
+        time.sleep(0.02 if parts[0]["kind"] == "masked" else 0.002)
+        calls.append((parts[0]["kind"], started, time.monotonic()))
+        return [None] * len(parts)
+
+    batcher = Batcher(predict, max_rows=1000, max_wait=0.001, deferred_share=share)
+
+    def explaining():
+        for _ in range(200):  # bounded: about 4 s of masked calls at most
+            if stop.is_set():
+                return
+            with batcher.ticket(deferrable=True) as ticket:
+                ticket.submit({"kind": "masked"}, 1)
+
+    explainer = threading.Thread(target=explaining)
+    explainer.start()
+    ended = time.monotonic() + seconds
+    while time.monotonic() < ended:
+        with batcher.ticket() as ticket:
+            ticket.submit({"kind": "predict"}, 1)
+        time.sleep(0.001)  # the caller's own work between requests: the batcher is idle meanwhile
+    quiet = time.monotonic()
+    time.sleep(0.3)
+    stop.set()
+    explainer.join(5)
+    return calls, quiet
+
+
+def _masked_share(calls: list[tuple[str, float, float]]) -> float:
+    """The share of the time from the first prediction's call to the last one's that masked calls took."""
+    predicting = [c for c in calls if c[0] == "predict"]
+    start, end = predicting[0][1], predicting[-1][2]
+    return sum(min(e, end) - max(s, start) for kind, s, e in calls if kind == "masked" and s < end and e > start) / \
+        (end - start)
+
+
+def test_while_predictions_keep_coming_deferrable_work_pauses_to_its_share_and_resumes_when_they_stop():
+    """Explanations yield, not only queue: with deferred_share 0.2 their calls take about a fifth of the model's
+    time while predictions come (without the pause, nearly all of it), and run back to back once predictions stop."""
+    calls, quiet = _timeline(share=0.2)
+    share = _masked_share(calls)
+    assert 0.05 < share < 0.3, share  # it yields, yet still makes progress under steady predictions
+    after = [c for c in calls if c[0] == "masked" and c[1] >= quiet + 0.05]
+    assert len(after) >= 5  # 250 ms without predictions: 20 ms calls nearly back to back (12 at most)
+    gaps = [b[1] - a[2] for a, b in zip(after, after[1:])]
+    assert max(gaps) < 0.05, gaps  # paused, each would be 80 ms
+
+
+def test_without_a_share_limit_deferrable_work_runs_between_predictions():
+    """The control for the test above: with deferred_share 1 the same explanation takes most of the model's time."""
+    calls, _ = _timeline(share=1.0)
+    assert _masked_share(calls) > 0.5

@@ -223,3 +223,30 @@ def test_masked_rows_keep_a_rows_int64_extremes_exact(count):
     frame = frame_from_columns(merge_columns([{"cnt": [count]}, {"cnt": mixed}], {"cnt": "integer"}),
                                {"cnt": "integer"})
     assert [None if v is pd.NA else v for v in frame["cnt"].tolist()] == [count, count, None, 4, 3, count, 4]
+
+
+def test_masked_rows_go_to_the_batcher_as_deferrable_chunks_and_the_chunk_size_does_not_change_the_answer(
+        app, monkeypatch):
+    """Every masked chunk is deferrable work (it yields to predictions) of at most AGSERVE_EXPLAIN_CHUNK_ROWS rows,
+    and small chunks give exactly the answer one large call does."""
+    from app.extensions import served_models
+    from app.inference.explain import explain_table
+    from app.inference.tables import table_from_records
+
+    model = served_models(app).get("two")
+    table = table_from_records(two_feature_frame(2, 9).drop(columns="y").to_dict("records"), model.feature_names)
+    whole = explain_table(model, table, 10)
+    tickets, calls = [], []
+    ticket, predict = model.batcher.ticket, model.batcher._predict
+    monkeypatch.setattr(model.batcher, "ticket", lambda deferrable=False: tickets.append(deferrable) or
+                        ticket(deferrable))
+    monkeypatch.setattr(model.batcher, "_predict", lambda parts, counts: calls.append(counts) or predict(parts, counts))
+    monkeypatch.setattr(model, "explain_chunk_rows", 100)
+    chunked = explain_table(model, table, 10)
+    assert chunked == whole
+    rows = 2 + 50 + 2 * 10 * 5 * 50  # the rows, the background, each row's permutations × steps × background
+    assert len(tickets) == math.ceil(rows / 100) and all(tickets)
+    assert sum(map(sum, calls)) == rows and max(map(sum, calls)) <= 100
+    for explanation in chunked:
+        assert abs(explanation["base"][0] + sum(c[0] for c in explanation["contributions"]) - explanation["value"][0]) \
+            < ADDITIVITY

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from marshmallow import ValidationError
 
-from app.inference.features import RowSpec
+from app.inference.errors import InvalidInput
+from app.inference.features import SUSPECT_PART, RowSpec
+from app.inference.served import ServedModel
 from app.inference.tables import SlowPath, Table, columns_from_rows, table_from_records
 from app.schemas import validate_rows
 from tests.support.feature_rows import BOUNDARIES, KINDS, LENIENT_BOUNDARIES, rows, schema_can_judge
@@ -83,6 +85,73 @@ def test_the_fast_path_and_marshmallow_agree_on_random_rows(spec_name):
 
     check()
     assert len(fast_rows) > 60, f"too few random rows reached the fast path to show anything: {len(fast_rows)}"
+
+
+def served(spec_name: str) -> ServedModel:
+    manifest = {"name": "m", "features": FEATURES, "problem_type": "binary", "eval_metric": "accuracy"}
+    return ServedModel("m", "1", manifest, None, SPECS[spec_name])
+
+
+def answer(validate, *args) -> tuple[str, dict[str, Any]] | None:
+    """The 422 (message, details) of a validation, or None when it accepts."""
+    try:
+        validate(*args)
+    except InvalidInput as exc:
+        return exc.message, exc.details
+    return None
+
+
+@pytest.mark.parametrize("spec_name", list(SPECS))
+def test_judging_only_the_suspect_rows_gives_the_refusal_of_judging_every_row(spec_name):
+    """Tables of up to 150 random rows (several of the fast path's parts; past the 100 rows a 422 describes), as
+    records or CSV columns: the rows the fast path's parts and marshmallow's fields name are exactly the rows
+    marshmallow refuses judging every row, and the request's 422 is, message and details, the one of judging every
+    row (an acceptance stays judged whole)."""
+    spec, model, judged = SPECS[spec_name], served(spec_name), []
+
+    @settings(CONFIGURED, max_examples=100)
+    @given(st.lists(rows(lenient=True, max_rows=6), min_size=1, max_size=25).map(lambda parts: sum(parts, [])),
+           st.booleans())
+    def check(drawn, as_csv):
+        table = csv_table(drawn) if as_csv and all(row.keys() == KINDS.keys() for row in drawn) else \
+            table_from_records(drawn, spec.names)
+        whole = answer(model.validate, table.rows())
+        assert answer(model.validate_table, table) == whole, table.rows()
+        try:
+            spec.convert(table)
+            return
+        except SlowPath as slow:
+            refused = spec.refused_rows(table, model.schema, slow.args)
+        if refused is not None:
+            assert refused == sorted(int(i) for i in whole[1]["rows"]) if whole and whole[1]["invalid_rows"] <= 100 \
+                else len(refused) == (whole[1]["invalid_rows"] if whole else 0), table.rows()
+            judged.append(len(refused) < len(drawn))
+
+    check()
+    assert sum(judged) >= 15, f"too few tables were judged by their suspect rows alone: {sum(judged)}"
+
+
+@pytest.mark.parametrize("refused", [[6_001], list(range(0, 10_000, 3))], ids=["one row", "every third row"])
+def test_refused_values_among_many_rows_send_only_their_parts_to_marshmallow(monkeypatch, refused):
+    """Bad numbers in 10,000 rows: marshmallow's field judges the values of the parts that hold them, its schema the
+    reported rows alone (at most 100), and the 422 is the one of judging all 10,000 rows, count of refusals included."""
+    model, sizes = served("kinds only"), []
+    rows_ = [dict(GOOD, num=i / 7) for i in range(10_000)]
+    for i in refused:
+        rows_[i]["num"] = "n/a"
+    table = table_from_records(rows_, model.feature_names)
+    whole = answer(model.validate, table.rows())
+    judge = model.schema.fields["num"]
+    values = []
+    monkeypatch.setattr(judge, "deserialize", lambda value, *a, **k: values.append(value) or type(judge).deserialize(
+        judge, value, *a, **k))
+    validate = model.validate
+    monkeypatch.setattr(model, "validate", lambda rows, *args: sizes.append(len(rows)) or validate(rows, *args))
+    assert answer(model.validate_table, table) == whole
+    assert whole[1]["invalid_rows"] == len(refused) and list(whole[1]["rows"]) == [str(i) for i in refused[:100]]
+    assert sizes == [min(100, len(refused))]  # then the schema words the reported rows
+    in_parts = sum(min(SUSPECT_PART, 10_000 - part * SUSPECT_PART) for part in {i // SUSPECT_PART for i in refused})
+    assert len(values) == in_parts + sizes[0]  # the values of the parts, then the reported rows again
 
 
 GOOD = {"num": 1.5, "cnt": 3, "color": "red", "flag": True, "when": "2024-01-02T03:04", "note": "ab"}
