@@ -6,6 +6,7 @@ this process only.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -93,8 +94,8 @@ def observe_cache(model: str, hits: int, misses: int) -> None:
 def observe_predictions(model: str, version: str, problem_type: str, predictions: list) -> None:
     if problem_type in ("binary", "multiclass"):
         counts: dict[str, int] = {}
-        for label in predictions:
-            counts[str(label)] = counts.get(str(label), 0) + 1
+        for label, count in collections.Counter(predictions).items():  # counted at C speed, named once per class
+            counts[str(label)] = counts.get(str(label), 0) + count
         for label, count in counts.items():
             PREDICTED_CLASSES.labels(model, version, label).inc(count)
     else:

@@ -58,9 +58,9 @@ class PredictionLog:
         self._lost = LostRecords("prediction_log", log)
 
     def write(self, request_id: str, model: str, version: str, inputs: dict[str, Any], predictions: list[Any],
-              probabilities: list[dict[str, float]] | None) -> bool:
+              probabilities: list[dict[str, float]] | orjson.Fragment | None) -> bool:
         """Log one request (unless sampled out); return whether it was written. A failed write returns False
-        ("continue") or raises RecordNotKept ("refuse")."""
+        ("continue") or raises RecordNotKept ("refuse"). probabilities may be their JSON already (a Fragment)."""
         if self.sample_rate < 1 and random.random() >= self.sample_rate:
             return False
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -42,4 +42,4 @@ def _predict(name: str | None):
         response.headers["X-Model-Name"], response.headers["X-Model-Version"] = model.name, model.version
         return response
     return jsonify(json_rows.answer(model, context, predictions=result.predictions,
-                                    probabilities=result.probabilities))
+                                    probabilities=result.probabilities_json()))

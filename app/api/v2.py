@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version as package_version
 from typing import Any
 
@@ -36,6 +38,7 @@ ACCEPTED = {"FP64": {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", 
             "INT64": {"INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8", "FP64", "FP32"},
             "BOOL": {"BOOL"}, "BYTES": {"BYTES"}}
 V2_STATUS = {413: 400, 415: 400, 422: 400}  # the protocol knows 400, 404 and 503
+_DESCRIBED: "weakref.WeakKeyDictionary[ServedModel, list]" = weakref.WeakKeyDictionary()  # gone with the version
 
 
 @bp.errorhandler(ServingError)
@@ -110,6 +113,12 @@ def infer(name: str, version: str | None = None):
 # --- the tabular convention -------------------------------------------------------------------------------------
 def proba_names(classes: list[str]) -> dict[str, str]:
     """Class label → output name `proba_<label>`, sanitised to an identifier and unique."""
+    return dict(_proba_names(tuple(classes)))
+
+
+@lru_cache(maxsize=256)
+def _proba_names(classes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Worked out once per set of classes: a regex per class costs more than the rest of a small answer."""
     names: dict[str, str] = {}
     for label in classes:
         base = "proba_" + (re.sub(r"\W", "_", str(label)) or "_")
@@ -117,10 +126,18 @@ def proba_names(classes: list[str]) -> dict[str, str]:
         while candidate in names.values():
             candidate, n = f"{base}_{n}", n + 1
         names[label] = candidate
-    return names
+    return tuple(names.items())
 
 
 def outputs_of(model: ServedModel) -> list[dict[str, Any]]:
+    """The model's output tensors, described once per loaded version (every inference reads them twice)."""
+    described = _DESCRIBED.get(model)
+    if described is None:
+        described = _DESCRIBED[model] = _describe_outputs(model)
+    return described
+
+
+def _describe_outputs(model: ServedModel) -> list[dict[str, Any]]:
     manifest = model.manifest
     if model.problem_type in CLASSIFICATION:
         classes = [str(c) for c in manifest["class_labels"]]

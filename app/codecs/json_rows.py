@@ -33,7 +33,9 @@ def decode(body: bytes, model: ServedModel, max_rows: int) -> Table:
     if not isinstance(data, list):
         raise ApiError(422, '"data" must be a list of rows', {"data": ["Not a valid list."]})
     check_rows(len(data), max_rows)
-    check_columns(max((len(row) for row in data if isinstance(row, dict)), default=0), model.max_columns)
+    objects = set(map(type, data)) == {dict}  # the usual body: every row an object, measured at C speed
+    widths = map(len, data) if objects else (len(row) for row in data if isinstance(row, dict))
+    check_columns(max(widths, default=0), model.max_columns)
     return require_rows(table_from_records(data, model.feature_names))
 
 

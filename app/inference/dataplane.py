@@ -167,6 +167,6 @@ class DataPlane:
         try:
             with context.step("prediction_log"):
                 self.prediction_log.write(context.request_id, model.name, model.version, result.inputs,
-                                          result.predictions, result.probabilities)
+                                          result.predictions, result.probabilities_json())
         except RecordNotKept:
             raise NotRecorded(NOT_RECORDED, {"store": "prediction_log"}) from None

@@ -150,12 +150,14 @@ class FeatureSpec:
         converted = KINDS[self.kind].convert(values)
         if self.minimum is None and self.maximum is None and self.enum is None and self.longest is None:
             return converted
-        present = [v for v in (converted.tolist() if isinstance(converted, np.ndarray) else converted)
-                   if v is not None and v == v]  # v == v: not NaN, the fast path's missing number
+        if isinstance(converted, np.ndarray):  # numbers: NaN is the fast path's missing value
+            present = converted[~np.isnan(converted)].tolist()
+        else:  # lists (text, booleans, date-times) mark a missing value with None only
+            present = [v for v in converted if v is not None]
         if (self.minimum is not None and any(v < self.minimum for v in present)) or \
                 (self.maximum is not None and any(v > self.maximum for v in present)) or \
-                (self.enum is not None and any(v not in self.enum for v in present)) or \
-                (self.longest is not None and any(len(v) > self.longest for v in present)):
+                (self.enum is not None and not set(present).issubset(self.enum)) or \
+                (self.longest is not None and max(map(len, present), default=0) > self.longest):
             raise SlowPath()
         return converted
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from marshmallow import ValidationError
 
@@ -28,15 +29,38 @@ def row_builder(keys: tuple[str, ...]):
     names = {f"k{i}": key for i, key in enumerate(keys)}
     display = ", ".join(f"k{i}: r[{i}]" for i in range(len(keys)))
     return eval(f"lambda r: {{{display}}}", names)  # noqa: S307 - code built from indices only
+MATRIX_JSON_ROWS = 16  # from here on writing probabilities from the matrix is cheaper than building row objects
 REPORTED_ROWS = 100  # invalid rows described in a 422; the rest are only counted, so errors stay small
 
 
-@dataclass
 class Prediction:
-    predictions: list[Any]
-    probabilities: list[dict[str, float]] | None
-    columns: list[str] | None = None  # class labels, or quantile levels, in output order
-    inputs: dict[str, Any] | None = None  # the validated input columns these predictions answer
+    """A model's answer for some rows. A classifier's class probabilities stay a float64 matrix until a consumer
+    asks for them as row objects; the JSON writers (answer, prediction log, monitoring) take them straight from it."""
+
+    def __init__(self, predictions: list[Any], probabilities: list[dict[str, float]] | None,
+                 columns: list[str] | None = None, inputs: dict[str, Any] | None = None,
+                 matrix: np.ndarray | None = None):
+        self.predictions = predictions
+        self._probabilities = probabilities
+        self.columns = columns  # class labels, or quantile levels, in output order
+        self.inputs = inputs  # the validated input columns these predictions answer
+        self.matrix = matrix  # rows × columns, when the probabilities came from the model
+        self._json: orjson.Fragment | None = None
+
+    @property
+    def probabilities(self) -> list[dict[str, float]] | None:
+        """Each row's {class: probability}, built on first use."""
+        if self._probabilities is None and self.matrix is not None:
+            self._probabilities = list(map(row_builder(tuple(self.columns)), self.matrix.tolist()))
+        return self._probabilities
+
+    def probabilities_json(self) -> list[dict[str, float]] | orjson.Fragment | None:
+        """The probabilities for orjson: the row objects' JSON written from the matrix (once), else the rows."""
+        if self.matrix is None or not self.columns or len(self.matrix) < MATRIX_JSON_ROWS:
+            return self.probabilities
+        if self._json is None:
+            self._json = orjson.Fragment(rows_json(self.columns, self.matrix))
+        return self._json
 
     def row(self, index: int) -> list[Any]:
         """One row's answer as the cache stores it: [prediction, probabilities or None]."""
@@ -53,8 +77,26 @@ class Prediction:
         return cls(predictions, probabilities, columns)
 
     def slice(self, start: int, stop: int) -> "Prediction":
-        probabilities = None if self.probabilities is None else self.probabilities[start:stop]
-        return Prediction(self.predictions[start:stop], probabilities, self.columns)
+        probabilities = None if self._probabilities is None else self._probabilities[start:stop]
+        matrix = None if self.matrix is None else self.matrix[start:stop]
+        return Prediction(self.predictions[start:stop], probabilities, self.columns, matrix=matrix)
+
+
+def rows_json(columns: list[str], matrix: np.ndarray) -> bytes:
+    """What orjson writes for [{column: value, ...} for each row of a float64 matrix], without building the rows:
+    orjson writes each column's numbers once, and the keys are laid between them by slice assignment."""
+    n = len(matrix)
+    if n == 0:
+        return b"[]"
+    keys = [(b"{" if j == 0 else b",") + orjson.dumps(column) + b":" for j, column in enumerate(columns)]
+    by_column = np.ascontiguousarray(matrix.T)  # orjson writes C-contiguous arrays only
+    cells = [orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",") for values in by_column]
+    width = 2 * len(columns) + 1  # per row: key, value for each column, then "},"
+    pieces = [b"},"] * (n * width)
+    for j, (key, column) in enumerate(zip(keys, cells)):
+        pieces[2 * j::width] = [key] * n
+        pieces[2 * j + 1::width] = column
+    return b"[" + b"".join(pieces)[:-1] + b"]"
 
 
 class DirectTicket:
@@ -176,8 +218,8 @@ class ServedModel:
         for count in counts:
             results.append(whole.slice(start, start + count))
             start += count
-        answered = [p for part, result in zip(parts, results) if not isinstance(part, MaskedRows)
-                    for p in result.predictions]
+        answered = list(chain.from_iterable(result.predictions for part, result in zip(parts, results)
+                                            if not isinstance(part, MaskedRows)))
         metrics.observe_predictions(self.name, self.version, self.problem_type, answered)
         return results
 
@@ -187,8 +229,7 @@ class ServedModel:
             # One predict_proba call; labels are derived from it, as AutoGluon's predict would.
             proba = predictor.predict_proba(frame, as_multiclass=True)
             classes = [str(c) for c in proba.columns]
-            probabilities = list(map(row_builder(tuple(classes)), proba.to_numpy(dtype="float64").tolist()))
-            return Prediction(self._labels(proba), probabilities, classes)
+            return Prediction(self._labels(proba), None, classes, matrix=proba.to_numpy(dtype="float64"))
         result = predictor.predict(frame)
         if isinstance(result, pd.DataFrame):  # quantile: one column per quantile level
             levels = [str(c) for c in result.columns]

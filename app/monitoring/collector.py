@@ -81,7 +81,8 @@ class Collector:
             for at, request_id, model, result in pending:
                 if result.inputs is not None:  # every answer of the data plane carries its validated inputs
                     groups.setdefault((model.name, model.version, bucket_of(at)), [model]).append(result.inputs)
-                outputs = orjson.dumps({"predictions": result.predictions, "probabilities": result.probabilities},
+                outputs = orjson.dumps({"predictions": result.predictions,
+                                        "probabilities": result.probabilities_json()},
                                        option=orjson.OPT_SERIALIZE_NUMPY)
                 predictions.append((request_id, at, model.name, model.version, len(result.predictions), outputs))
             for key, (model, *inputs) in groups.items():

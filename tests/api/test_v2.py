@@ -114,3 +114,28 @@ def test_v2_calls_share_the_cache_the_prediction_log_and_monitoring(repository_p
     assert [entry["request_id"] for entry in logged] == [first.headers["X-Request-ID"], second.headers["X-Request-ID"]]
     assert all(entry["rows"] == 3 for entry in logged)
     assert app.extensions["agserve.monitor"].drift(app.extensions["agserve.models"].get("binary"))["rows"] == 6
+
+
+def test_output_tensors_are_described_per_loaded_version_and_forgotten_with_it(app):
+    """The described outputs are kept per model object: two models never share them, and a version dropped from
+    memory leaves nothing behind."""
+    import gc
+
+    from app.api.v2 import _DESCRIBED, outputs_of
+    from app.extensions import served_models
+
+    with app.app_context():
+        binary, multiclass = served_models().get("binary"), served_models().get("multiclass")
+
+    class Replaced:  # a version swapped out: only the manifest and problem type are read
+        manifest, problem_type = binary.manifest, "regression"
+
+    replaced = Replaced()
+    assert [o["name"] for o in outputs_of(replaced)] == ["predictions"]
+    assert [o["name"] for o in outputs_of(binary)] == ["predictions", "proba_no", "proba_yes"]
+    assert {o["name"] for o in outputs_of(multiclass)} - {"predictions"} == \
+        {f"proba_{c}" for c in multiclass.manifest["class_labels"]}
+    assert outputs_of(binary) is outputs_of(binary)  # described once
+    del replaced
+    gc.collect()
+    assert all(not isinstance(model, Replaced) for model in _DESCRIBED.keys())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from app.config import load_settings
 from app.inference import ModelRegistry, ModelRepository
+from app.inference.served import Prediction, rows_json
 from app.inference.tables import _datetime_column
 from app.threads import cap_estimator_jobs
 from tests.support.data import FEATURES
@@ -77,3 +79,26 @@ def test_plain_date_times_parse_as_pandas_parses_them(moments, separator, timesp
     fast = _datetime_column(values)
     slow = pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601").to_numpy()
     assert fast.dtype == slow.dtype and ((fast == slow) | (np.isnat(fast) & np.isnat(slow))).all(), values
+
+
+PROBABILITY = st.floats(allow_nan=True, allow_infinity=False) | st.sampled_from([0.0, -0.0, 1.0, 1e-300, 5e-324,
+                                                                                   0.1 + 0.2, 1 / 3])
+LABEL = st.text(max_size=6) | st.sampled_from(["setosa", "ünïcode", 'quo"te', "back\\slash", "new\nline", "1"])
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(LABEL, min_size=1, max_size=5, unique=True).flatmap(
+    lambda labels: st.tuples(st.just(labels), st.lists(st.lists(PROBABILITY, min_size=len(labels),
+                                                                max_size=len(labels)), max_size=30))))
+def test_probabilities_written_from_the_matrix_are_the_json_of_the_row_objects(case):
+    """The answer, the prediction log and monitoring write probabilities straight from the model's matrix: the bytes
+    equal orjson's for the row objects (NaN as null, -0.0, the shortest round-trip digits, escaped labels)."""
+    labels, rows = case
+    matrix = np.array(rows, dtype="float64").reshape(len(rows), len(labels))
+    objects = [dict(zip(labels, row)) for row in matrix.tolist()]
+    assert rows_json(labels, matrix) == orjson.dumps(objects)
+    prediction = Prediction(["x"] * len(rows), None, labels, matrix=matrix)
+    assert orjson.dumps({"p": prediction.probabilities_json()}) == orjson.dumps({"p": objects})
+    assert orjson.dumps(prediction.probabilities) == orjson.dumps(objects)  # built on demand for the others
+    half = prediction.slice(len(rows) // 2, len(rows))
+    assert orjson.dumps(half.probabilities_json()) == orjson.dumps(objects[len(rows) // 2:])

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from app.inference.features import RowSpec
-from app.inference.tables import SlowPath, Table, table_from_records
+from app.inference.tables import PLAIN_DATETIME, SlowPath, Table, all_match, table_from_records
 from app.schemas import validate_rows
+from app.values import DATETIME_TEXT
 
 FEATURES = [{"name": "num", "kind": "numeric"}, {"name": "cnt", "kind": "integer"},
             {"name": "color", "kind": "category"}, {"name": "flag", "kind": "boolean"},
@@ -87,3 +91,36 @@ def test_csv_text_is_converted_column_wise():
     assert columns["num"].tolist()[0] == 1.5 and math.isnan(columns["num"][1]) and columns["num"][2] == 2.0
     assert columns["cnt"].tolist()[:2] == [3.0, 4.0] and columns["color"] == ["red", "blue", None]
     assert columns["flag"] == [True, False, None]
+
+
+# Texts near the date-time patterns: digits (ASCII and others), separators, line breaks, spaces, zones.
+PATTERN_TEXT = st.text(alphabet="0123456789٣-:.T Z+\n\r", max_size=24) | st.sampled_from(
+    ["2024-01-02", "2024-01-02T03:04:05.123456789", "20240102 03:04", "2024-01-02\n2024-01-03", ""])
+
+
+@settings(max_examples=800, deadline=None, derandomize=True)
+@given(st.lists(PATTERN_TEXT, max_size=8), st.sampled_from([DATETIME_TEXT, PLAIN_DATETIME]))
+def test_one_scan_over_joined_texts_decides_as_one_match_per_text(texts, pattern):
+    assert all_match(pattern, texts) == all(pattern.fullmatch(text) for text in texts), texts
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(LIKELY["datetime"] + LIKELY["category"]), PATTERN_TEXT,
+                          st.datetimes(min_value=datetime(1, 1, 1)).map(datetime.isoformat),
+                          st.datetimes(timezones=st.just(timezone.utc)).map(datetime.isoformat),
+                          st.integers(), st.floats(), st.text(max_size=5)), min_size=1, max_size=40))
+@example(["2024-01-02", None, " 2024-05-06T07:08:09 ", "20240102 03:04:05.5"])  # one the fast path takes
+def test_whole_column_date_times_and_text_accept_only_what_marshmallow_accepts(values):
+    """The column-at-once checks (one regex scan, min/max of the moments, C-speed strip) against the row schema."""
+    spec = RowSpec.from_manifest({"name": "m", "features": [{"name": "when", "kind": "datetime"},
+                                                            {"name": "note", "kind": "text"}]})
+    rows = [{"when": value, "note": value} for value in values]
+    table = table_from_records(rows, ["when", "note"])
+    for name in ("when", "note"):
+        try:
+            fast = spec.features[0 if name == "when" else 1].convert(table.columns[name])
+        except SlowPath:
+            continue
+        expected = validate_rows(spec.row_schema(), [{name: v, **{other: None for other in ("when", "note")
+                                                                  if other != name}} for v in values])
+        assert fast == [row[name] for row in expected], values

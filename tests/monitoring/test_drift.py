@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from app.inference.manifest import _feature_stats
+from app.inference.served import Prediction
 from app.monitoring.collector import Collector
 from app.db import sqlite_file
 from app.monitoring.drift import Thresholds, count_columns, drift_report, profiles, psi
@@ -93,11 +94,8 @@ class Served:
         self.name, self.version, self.manifest = manifest["name"], manifest["version"], manifest
 
 
-class Result:
-    def __init__(self, frame):
-        self.inputs = columns(frame)
-        self.predictions = [0.0] * len(frame)
-        self.probabilities = None
+def result_of(frame):
+    return Prediction([0.0] * len(frame), None, inputs=columns(frame))
 
 
 def test_workers_counts_add_up_over_a_sliding_window(manifest, tmp_path):
@@ -108,14 +106,14 @@ def test_workers_counts_add_up_over_a_sliding_window(manifest, tmp_path):
     model = Served(manifest)
     old = mixed_frame(n=300, seed=7)
     for index, worker in enumerate(workers):
-        worker.observe_prediction(f"old-{index}", model, Result(old))
+        worker.observe_prediction(f"old-{index}", model, result_of(old))
         worker.flush()
     cells = store.drift_cells("m", "1", now[0] - 60)
     assert cells["num"]["n"] == 600 and cells["color"]["n"] == 600
 
     now[0] += 120  # two minutes later: shifted rows arrive, and a 60-second window no longer holds the old ones
     for index, worker in enumerate(workers):
-        worker.observe_prediction(f"new-{index}", model, Result(shifted(mixed_frame(n=300, seed=8 + index))))
+        worker.observe_prediction(f"new-{index}", model, result_of(shifted(mixed_frame(n=300, seed=8 + index))))
         worker.flush()
     recent = store.drift_cells("m", "1", now[0] - 60)
     assert recent["num"]["n"] == 600
