@@ -109,7 +109,7 @@ def test_judging_only_the_suspect_rows_gives_the_refusal_of_judging_every_row(sp
     row (an acceptance stays judged whole)."""
     spec, model, judged = SPECS[spec_name], served(spec_name), []
 
-    @settings(CONFIGURED, max_examples=100)
+    @settings(CONFIGURED, max_examples=100, derandomize=True)  # the coverage count below is then stable
     @given(st.lists(rows(lenient=True, max_rows=6), min_size=1, max_size=25).map(lambda parts: sum(parts, [])),
            st.booleans())
     def check(drawn, as_csv):
