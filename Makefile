@@ -57,8 +57,9 @@ demo: install
 run: demo
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# Two xdist workers: most server tests wait on their servers; tests/conftest.py keeps a module (and the fleet) on one.
 test: install kserve-client system-packages
-	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not soak" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 soak: install system-packages
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
