@@ -10,7 +10,7 @@ export AGSERVE_BIND ?= 127.0.0.1:8000
 
 help:
 	@echo "make run    set up, train, validate and promote the iris demo model, create a first API key, serve on $(AGSERVE_BIND)"
-	@echo "make test   set up and run the test suite, except the soaks (about 10 minutes)"
+	@echo "make test   set up and run the test suite, except the soaks, on two xdist workers (about 10 minutes)"
 	@echo "make soak   the soaks: fault scenarios and five minutes of sustained load (about 7 minutes)"
 	@echo "make docs   regenerate docs/configuration.md from the settings table"
 	@echo "make bench  measure the server against in-process AutoGluon; writes BENCHMARKS.md"
@@ -57,8 +57,9 @@ demo: install
 run: demo
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# Two xdist workers: most server tests wait on their servers; tests/conftest.py keeps a module (and the fleet) on one.
 test: install kserve-client system-packages
-	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not soak" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 soak: install system-packages
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)

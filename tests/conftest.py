@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,23 @@ def _no_agserve_environment(monkeypatch):
     for key in list(os.environ):
         if key.startswith("AGSERVE_"):
             monkeypatch.delenv(key)
+
+
+def pytest_configure(config):
+    """The property tests' random seed is drawn once, here: xdist workers inherit it, so they collect the same ids."""
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault("AGSERVE_PROPERTY_SEED", str(random.SystemRandom().randrange(2 ** 32)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two xdist workers with --dist loadfile: a module's tests share a worker, so its module
+    fixtures start once; so do tests/fleet's modules, which share one package-scoped fleet."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FleetTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/fleet" if nodeid.startswith("tests/fleet/") else super()._split_scope(nodeid)
+
+    return FleetTogether(config, log)
