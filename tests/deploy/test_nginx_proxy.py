@@ -93,15 +93,17 @@ def test_nginx_passes_the_real_client_and_guards_the_edge(repository_path, tmp_p
                 connection(port, **offer).connect()
 
         with contextlib.closing(connection(port)) as flood:  # anonymous, on one kept-alive connection: fast
-            statuses = []
+            statuses, refusals = [], []
             for _ in range(100):
                 flood.request("GET", "/health/live")
                 answer = flood.getresponse()
-                answer.read()
+                body = answer.read()
                 statuses.append(answer.status)
+                if answer.status == 429:
+                    refusals.append(body)  # judged from the flood itself: a later call may find a refilled token
         assert statuses[:20] == [200] * 20 and statuses.count(429) >= 40  # a burst of 20, then 10 per second
-        refused, body, _ = call(port, "GET", "/health/live")
-        assert refused.status == 429 and set(json.loads(body)) == {"error", "details", "request_id"}
+        body = refusals[-1]
+        assert set(json.loads(body)) == {"error", "details", "request_id"}
         assert re.fullmatch(r"[0-9a-f]{32}", json.loads(body)["request_id"])
         assert call(port, "GET", "/admin/audit", headers=admin)[0].status == 200  # a credential still passes
 

@@ -60,10 +60,12 @@ def test_promote_and_rollback_under_load_lose_nothing(repository, tmp_path, data
                                 capture_output=True, text=True, timeout=60)
         rolled_at = time.time()
         assert rolled.returncode == 0, rolled.stderr
-        assert load.wait(SECONDS + 30) == 0
+        tail = start_load(server, tmp_path / "tail.jsonl", row, seconds=10)  # load past a slow rollback
+        assert load.wait(SECONDS + 30) == 0 and tail.wait(40) == 0
 
     responses = read_load(out)
     rate = len(responses) / SECONDS
+    responses += read_load(tmp_path / "tail.jsonl")
     assert rate >= 100, f"the load client reached only {rate:.0f} requests/s"
     assert {r["status"] for r in responses} == {200}, [r for r in responses if r["status"] != 200][:5]
     assert {r["version"] for r in responses} == {"1", "2"}
