@@ -1,9 +1,10 @@
 """A loaded, warmed-up model version and how it turns input tables into predictions."""
 from __future__ import annotations
 
+import operator
 import time
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import Any
 
 import numpy as np
@@ -184,10 +185,34 @@ class ServedModel:
         except SlowPath as slow:  # marshmallow decides outside the handler: its refusal keeps no fast-path column
             unvouched = slow.args
         refused = self.spec.refused_rows(table, self.schema, unvouched)
+        if refused is None and table.records is not None:
+            refused = self._refused_records(table.records)
         if refused:  # the schema words only the rows reported; an acceptance is still judged whole
             reported = refused[:REPORTED_ROWS]
             self.validate(table.rows(reported), reported, len(refused))
         return columns_from_rows(self.validate(table.rows()), self.feature_names)
+
+    def _refused_records(self, records: list[Any]) -> list[int] | None:
+        """The rows the schema refuses among row objects some of which have other keys than the features: those
+        judged whole, the others by the fast path's suspects. None when a row is not an object (validate_rows'
+        refusal then names only those)."""
+        if not all(isinstance(row, dict) for row in records):
+            return None
+        regular = list(map(operator.eq, map(dict.keys, records), repeat(set(self.feature_names))))
+        odd = [i for i, keys_match in enumerate(regular) if not keys_match]
+        refused = []
+        try:
+            validate_rows(self.schema, [records[i] for i in odd])
+        except ValidationError as exc:
+            refused = [odd[i] for i in messages_of(exc)]
+        rest = table_from_records(list(compress(records, regular)), self.feature_names)
+        try:
+            if rest.n:
+                self.spec.convert(rest)
+        except SlowPath as slow:
+            positions = list(compress(range(len(records)), regular))
+            refused += [positions[i] for i in self.spec.refused_rows(rest, self.schema, slow.args) or []]
+        return sorted(refused)
 
     def admission(self, deferrable: bool = False):
         """A ticket to the batcher, taken before validating so concurrent requests wait for each other; without
