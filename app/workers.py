@@ -31,10 +31,11 @@ _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IG
 _NOT_AHEAD = re.compile(rb"\r\n(transfer-encoding|expect):", re.IGNORECASE)  # chunked; a client awaiting 100
 
 
-def _answer(message: str) -> bytes:
-    body = b'{"error": "%s", "details": {}, "request_id": null}\n' % message.encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+def _answer(message: str, status: int = 408, reason: str = "Request Timeout") -> bytes:
+    """A whole HTTP answer in the house JSON shape, written before (or instead of) Flask."""
+    body = json.dumps({"error": message, "details": {}, "request_id": None}).encode() + b"\n"
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode("latin-1"), len(body), body))
 
 
 HEADERS_LATE = _answer("the request headers did not arrive in time")
@@ -44,10 +45,7 @@ BODY_LATE = _answer("the request body did not arrive in time")
 def _write_error(sock, status: int, reason: str, message: str) -> None:
     """gunicorn's answer to a request it cannot parse (a control character in a header, a line past its limit...):
     the house JSON shape instead of its HTML page; gunicorn still chooses the status, logs it and closes."""
-    body = json.dumps({"error": f"{reason}: {message}"[:300] if message else reason, "details": {},
-                       "request_id": None}).encode() + b"\n"
-    util.write_nonblock(sock, b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                              b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode("latin-1"), len(body), body))
+    util.write_nonblock(sock, _answer(f"{reason}: {message}"[:300] if message else reason, status, reason))
 
 
 util.write_error = _write_error  # gunicorn's Worker.handle_error answers through this module function
