@@ -1,10 +1,9 @@
 """A loaded, warmed-up model version and how it turns input tables into predictions."""
 from __future__ import annotations
 
-import operator
 import time
 from functools import lru_cache
-from itertools import chain, compress, repeat
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.features import RowSpec
 from app.inference.tables import (SlowPath, Table, check_columns, columns_from_rows, frame_from_columns,
-                                  merge_columns, table_from_records)
+                                  keys_match, merge_columns, table_from_records)
 from app.schemas import messages_of, validate_rows
 
 CLASSIFICATION = ("binary", "multiclass")
@@ -198,7 +197,7 @@ class ServedModel:
         refusal then names only those)."""
         if not all(isinstance(row, dict) for row in records):
             return None
-        regular = list(map(operator.eq, map(dict.keys, records), repeat(set(self.feature_names))))
+        regular = list(keys_match(records, self.feature_names))
         odd = [i for i, keys_match in enumerate(regular) if not keys_match]
         refused = []
         try:
@@ -207,8 +206,7 @@ class ServedModel:
             refused = [odd[i] for i in messages_of(exc)]
         rest = table_from_records(list(compress(records, regular)), self.feature_names)
         try:
-            if rest.n:
-                self.spec.convert(rest)
+            self.spec.convert(rest)
         except SlowPath as slow:
             positions = list(compress(range(len(records)), regular))
             refused += [positions[i] for i in self.spec.refused_rows(rest, self.schema, slow.args) or []]

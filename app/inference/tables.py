@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from itertools import repeat
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -57,11 +57,14 @@ class Table:
         return column[index]
 
 
+def keys_match(rows: list[dict[str, Any]], features: list[str]) -> Iterator[bool]:
+    """For each row object, whether its keys are exactly the features (mapped over the rows: C speed)."""
+    return map(operator.eq, map(dict.keys, rows), repeat(set(features)))
+
+
 def table_from_records(rows: list[Any], features: list[str]) -> Table:
     """Columns from a list of row objects; rows with other keys send the table to the slow path."""
-    expected = set(features)
-    # map over the rows (C speed): every row a dict whose keys are the features
-    regular = set(map(type, rows)) <= {dict} and all(map(operator.eq, map(dict.keys, rows), repeat(expected)))
+    regular = set(map(type, rows)) <= {dict} and all(keys_match(rows, features))
     if not regular:
         long = {str(i): {"_schema": [f"Keys are at most {NAME_MAX} characters."]} for i, row in enumerate(rows)
                 if type(row) is dict and any(len(key) > NAME_MAX for key in row)}
@@ -138,6 +141,8 @@ def numbers(values: list[Any], integral: bool) -> np.ndarray:
         kinds = set()
     else:
         kinds = set(map(type, values))
+        if not kinds:  # a column of no rows
+            return np.empty(0, dtype="float64")
     some_missing = type(None) in kinds  # a column without gaps is converted whole, at C speed
     if not kinds:
         pass
