@@ -88,18 +88,6 @@ def table_from_split(columns: list[Any], data: list[Any]) -> Table:
     return Table({name: list(column) for name, column in zip(columns, values)}, len(data))
 
 
-def table_from_csv(frame: pd.DataFrame) -> Table:
-    """Columns from a CSV: float64 arrays where pandas parsed numbers, else text; empty cells are missing."""
-    columns = {}
-    for name in frame.columns:
-        column = frame[name]
-        if column.dtype == np.float64:
-            columns[str(name)] = column.to_numpy()
-        else:
-            columns[str(name)] = [None if value is None or value != value else value for value in column.tolist()]
-    return Table(columns, len(frame))
-
-
 def check_names(names: list[str], features: list[str], unknown: str, missing: str) -> None:
     """InvalidInput when columns repeat, or break the unknown/missing rules (at most 100 names are listed)."""
     long = sum(1 for name in names if len(name) > NAME_MAX)
