@@ -7,6 +7,7 @@ numeric features as float64 in bodies under 1 MiB): the same validated columns, 
 from __future__ import annotations
 
 import io
+import json
 import re
 import warnings
 from collections import defaultdict
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from app.codecs import csv_rows
+from app.codecs import csv_rows, json_rows
 from app.config import load_settings
 from app.errors import ApiError
 from app.inference import ModelRegistry, ModelRepository
@@ -25,7 +26,8 @@ from app.inference.errors import ServingError
 from app.inference.tables import Table
 from tests.support.data import FEATURES
 
-HAZARDS = ["a", "1", " ", "\t", ",", '"', '""', "\n", "\r", "\r\n", "\ufeff", "é", "\\", "#"]
+HAZARDS = ["a", "1", " ", "\t", ",", '"', '""', "\n", "\r", "\r\n", "\ufeff", "é", "\\", "#",
+           csv_rows.SENTINEL.decode()]
 CELL = st.lists(st.sampled_from(HAZARDS), max_size=5).map("".join)
 QUOTED = CELL.map(lambda text: '"' + text.replace('"', '""') + '"')
 FUZZ = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -73,10 +75,18 @@ def test_pyarrow_reads_what_pandas_reads_or_leaves_the_body_to_pandas(case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas' warnings on odd bodies
         expected = pandas_only(body, wanted, max_rows)
-        table = csv_rows._arrow_table(body, len(names), wanted, max_rows)
+        table = csv_rows._arrow_table(body, names, wanted, max_rows)
     if table is not None:
         assert not isinstance(expected, tuple), (body, expected, table)  # pandas refused what pyarrow read
         assert (table.columns, table.n) == (expected.columns, expected.n), body
+
+
+def test_plain_bodies_are_read_by_pyarrow():
+    """The fast reader is the one a well-formed body meets (quoted commas, quotes and line breaks, CRLF, a BOM)."""
+    body = '\ufeffa,b,c\r\n1,"x, ""y""\r\nz",\r\n,"",é\r\n'.encode()
+    table = csv_rows._arrow_table(body, ["a", "b", "c"], ["a", "c"], 10)
+    assert table is not None and (table.columns, table.n) == ({"a": ["1", None], "c": [None, "é"]}, 2)
+    assert (table.columns, table.n) == (pandas_only(body, ["a", "c"], 10).columns, 2)
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +97,20 @@ def model(repository_path):
 
 
 def pandas_reading(body: bytes, model, max_rows: int):
-    """The reading this reader replaced: pandas, numeric features parsed as float64 when the body is under 1 MiB,
-    text otherwise (or when a numeric cell failed)."""
+    """The reading this reader replaced for bodies under 1 MiB: pandas, numeric features parsed as float64, or all
+    as text when a numeric cell failed; less its bug (True and False read as numbers)."""
     numeric = {f["name"]: "float64" for f in model.features if f["kind"] == "numeric"}
     names = csv_rows._csv_header(body, model)
     options = dict(keep_default_na=False, na_values=[""], encoding="utf-8", encoding_errors="strict",
                    float_precision="round_trip", nrows=max_rows + 1,
                    usecols=[name for name in names if name in model.feature_names])
+    text = csv_rows._pandas_table(body, options["usecols"], max_rows)
     try:
         frame = pd.read_csv(io.BytesIO(body), dtype=defaultdict(lambda: str, numeric), **options)
     except ValueError:
-        return csv_rows._pandas_table(body, options["usecols"], max_rows)
+        return text
+    if any(str(value).lower() in ("true", "false") for name in numeric for value in text.columns.get(name, [])):
+        return text  # pandas' float parser read these as 1 and 0, which marshmallow refuses: the bug fixed here
     columns = {}
     for name in frame.columns:
         column = frame[name]
@@ -134,3 +147,16 @@ def test_decoding_answers_as_the_pandas_reading_did(model, case, max_rows):
         warnings.simplefilter("ignore")
         assert outcome(csv_rows._frame_table, body, model, max_rows) == outcome(pandas_reading, body, model,
                                                                                 max_rows), body
+
+
+@pytest.mark.parametrize("cell", ["True", "false"])
+def test_a_boolean_in_a_numeric_column_is_refused_as_in_json(model, cell):
+    """pandas' float parser read True and False as 1 and 0 in bodies under 1 MiB; marshmallow refuses them."""
+    row = {"num": cell, "cnt": "3", "color": "red", "flag": "True", "when": "2024-01-02", "note": "hi"}
+    body = (",".join(row) + "\n" + ",".join(row.values()) + "\n").encode()
+    with pytest.raises(ServingError) as refusal:
+        model.validate_table(csv_rows.decode(body, model, 10))
+    assert refusal.value.details["rows"] == {"0": {"num": ["Not a valid number."]}}
+    with pytest.raises(ServingError) as as_json:
+        model.validate_table(json_rows.decode(json.dumps({"data": [row]}).encode(), model, 10))
+    assert as_json.value.details["rows"] == refusal.value.details["rows"]
