@@ -1,4 +1,4 @@
-"""CSV: a body with a header row into a Table (checked before pandas reads a row); answers as CSV rows."""
+"""CSV: a body with a header row into a Table (checked before a row is read); answers as CSV rows."""
 from __future__ import annotations
 
 import csv
@@ -21,17 +21,17 @@ SENTINEL = b"\x01"  # a row of these cells ends the body pyarrow reads (pyarrow 
 
 
 def decode(body: bytes, model: ServedModel, max_rows: int) -> Table:
-    """The rows of a CSV body with a header row; the row limit is checked as pandas stops one row past it."""
-    table = _frame_table(body, model, max_rows)
+    """The rows of a CSV body with a header row; the row limit is checked on the rows read, one past it at most."""
+    table = _read_table(body, model, max_rows)
     check_rows(table.n, max_rows, counted=False)
     return require_rows(table)
 
 
-def _frame_table(body: bytes, model: ServedModel, max_rows: int) -> Table:
+def _read_table(body: bytes, model: ServedModel, max_rows: int) -> Table:
     names = _csv_header(body, model)
     _check_cell_bytes(body, model.max_cell_bytes)
     nul = body.find(b"\x00")
-    if nul >= 0:  # pandas' parser would end the cell there and drop the rest without a word
+    if nul >= 0:  # pandas would end the cell there and drop the rest, pyarrow misread it, both without a word
         line = body.count(b"\n", 0, nul) + 1
         raise ApiError(422, f"the CSV body holds a NUL character (line {line}); CSV cells cannot carry one",
                        {"data": [f"NUL character on line {line}."]})
@@ -82,7 +82,7 @@ def _pandas_table(body: bytes, wanted: list[str], max_rows: int) -> Table:
 
 
 def _csv_header(body: bytes, model: ServedModel) -> list[str]:
-    """The header's column names, checked (count, then names) before pandas reads a single row: a header of a
+    """The header's column names, checked (count, then names) before a single row is read: a header of a
     million columns costs a scan of its first line, not a million-column frame."""
     ends = [i for i in (body.find(b"\n"), body.find(b"\r")) if i >= 0]
     end = min(ends) if ends else len(body)
@@ -103,7 +103,7 @@ def _csv_header(body: bytes, model: ServedModel) -> list[str]:
 
 def _check_cell_bytes(body: bytes, limit: int) -> None:
     """422 when a run of bytes without comma or line break (it lies inside one cell) is longer than any value the
-    model accepts, found with a few memchr calls before pandas copies a 32 MiB cell. A quoted cell holding commas
+    model accepts, found with a few memchr calls before a reader copies a 32 MiB cell. A quoted cell holding commas
     escapes this check and meets the per-kind lengths after parsing."""
     start = _long_run(body, limit)
     if start is not None:

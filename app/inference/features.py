@@ -253,7 +253,7 @@ class RowSpec:
             if feature.name in unvouched:
                 column, judge, verdicts = table.columns[feature.name], schema.fields[feature.name], {}
                 for position in feature.suspects(column):
-                    if position not in refused and _refuses(judge, table.cell(column, position), verdicts):
+                    if position not in refused and _refuses(judge, column[position], verdicts):
                         refused.add(position)
         return sorted(refused)
 

@@ -48,15 +48,9 @@ def as_values(column) -> list[Any]:
 
 
 def csv_table(drawn: list[dict[str, Any]]) -> Table:
-    """The rows as a CSV decoder hands them over: text cells, float64 where every cell is a plain number."""
-    columns = {}
-    for name in KINDS:
-        cells = [None if row.get(name) is None else str(row[name]) for row in drawn]
-        try:
-            columns[name] = np.array([np.nan if c is None else float(c) for c in cells], dtype="float64")
-        except ValueError:
-            columns[name] = cells
-    return Table(columns, len(drawn))
+    """The rows as the CSV decoder hands them over: text cells, None for an empty one."""
+    return Table({name: [None if row.get(name) is None else str(row[name]) for row in drawn] for name in KINDS},
+                 len(drawn))
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
