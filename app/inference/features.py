@@ -251,14 +251,31 @@ class RowSpec:
         refused: set[int] = set()
         for feature in self.features:
             if feature.name in unvouched:
-                column, judge = table.columns[feature.name], schema.fields[feature.name]
+                column, judge, verdicts = table.columns[feature.name], schema.fields[feature.name], {}
                 for position in feature.suspects(column):
-                    if position not in refused:
-                        try:
-                            judge.deserialize(table.cell(column, position))
-                        except ValidationError:
-                            refused.add(position)
+                    if position not in refused and _refuses(judge, column[position], verdicts):
+                        refused.add(position)
         return sorted(refused)
+
+
+def _refuses(judge: fields.Field, value: Any, verdicts: dict[tuple[type, Any], bool]) -> bool:
+    """Whether the field refuses the value. The field judges a value alone, so equal values of one type get one
+    verdict, kept in verdicts: a column of 10,000 copies of one wrong value costs one call, not 10,000."""
+    try:
+        return verdicts[type(value), value]
+    except TypeError:  # unhashable (a JSON list or object): judged each time
+        return _refused_by(judge, value)
+    except KeyError:
+        verdict = verdicts[type(value), value] = _refused_by(judge, value)
+        return verdict
+
+
+def _refused_by(judge: fields.Field, value: Any) -> bool:
+    try:
+        judge.deserialize(value)
+    except ValidationError:
+        return True
+    return False
 
 
 def check_bounds(bounds: Any, features: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -42,19 +42,8 @@ class Table:
             return self.records if indices is None else [self.records[i] for i in indices]
         names = list(self.columns)
         picked = self.columns if indices is None else take_rows(self.columns, indices)
-        columns = [[None if math.isnan(v) else v for v in c.tolist()] if isinstance(c, np.ndarray) else c
-                   for c in picked.values()]  # NaN as cell() reads it
         n = self.n if indices is None else len(indices)
-        return [dict(zip(names, values)) for values in zip(*columns)] if names else [{}] * n
-
-    @staticmethod
-    def cell(column: Any, index: int) -> Any:
-        """One value of a column as rows() gives it to marshmallow."""
-        if isinstance(column, np.ndarray):
-            # NaN is a missing value only in columns pandas parsed (an empty CSV cell); a JSON NaN stays, to be refused
-            value = column[index].item()
-            return None if math.isnan(value) else value
-        return column[index]
+        return [dict(zip(names, values)) for values in zip(*picked.values())] if names else [{}] * n
 
 
 def keys_match(rows: list[dict[str, Any]], features: list[str]) -> Iterator[bool]:
@@ -86,18 +75,6 @@ def table_from_split(columns: list[Any], data: list[Any]) -> Table:
                             "invalid_rows": len(bad)})
     values = list(zip(*data)) if data else [() for _ in columns]
     return Table({name: list(column) for name, column in zip(columns, values)}, len(data))
-
-
-def table_from_csv(frame: pd.DataFrame) -> Table:
-    """Columns from a CSV: float64 arrays where pandas parsed numbers, else text; empty cells are missing."""
-    columns = {}
-    for name in frame.columns:
-        column = frame[name]
-        if column.dtype == np.float64:
-            columns[str(name)] = column.to_numpy()
-        else:
-            columns[str(name)] = [None if value is None or value != value else value for value in column.tolist()]
-    return Table(columns, len(frame))
 
 
 def check_names(names: list[str], features: list[str], unknown: str, missing: str) -> None:
@@ -136,17 +113,11 @@ def check_columns(table: Table, features: list[str], unknown: str, missing: str)
 
 def numbers(values: list[Any], integral: bool) -> np.ndarray:
     """float64 with NaN for missing; text (CSV) parsed the way float() parses it."""
-    if isinstance(values, np.ndarray) and values.dtype == np.float64:  # CSV columns pandas already parsed
-        array, missing = values, np.isnan(values)
-        kinds = set()
-    else:
-        kinds = set(map(type, values))
-        if not kinds:  # a column of no rows
-            return np.empty(0, dtype="float64")
+    kinds = set(map(type, values))
+    if not kinds:  # a column of no rows
+        return np.empty(0, dtype="float64")
     some_missing = type(None) in kinds  # a column without gaps is converted whole, at C speed
-    if not kinds:
-        pass
-    elif kinds <= {int, float, type(None)}:
+    if kinds <= {int, float, type(None)}:
         try:
             array = np.array([np.nan if v is None else v for v in values] if some_missing else values, dtype="float64")
         except OverflowError:
