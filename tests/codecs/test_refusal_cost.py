@@ -1,6 +1,7 @@
 """Refusals cost little: bodies at the default 32 MiB limit that will be refused (a CSV header of millions of columns, a
 field of tens of megabytes, rows or split columns past the column limit, records past the row limit, and well-formed
-bodies of 10,000 rows of long text as records, split and CSV with one refused value, or one in every row, or as
+bodies of 10,000 rows of long text as records, split and CSV with one refused value, or one in every row (the same
+value, or each its own: a verdict per distinct value must not be the only thing that keeps them cheap), or as
 records with one refused row that also has an unknown key) each cost the one worker under 200 ms of CPU and under 20
 MB of RSS (read from /proc), while /health/live keeps answering within 100 ms more than it does in an idle moment of
 the same length. The machine is shared: when more processes are runnable than it has cores, a parse that holds the
@@ -60,17 +61,19 @@ def bodies(row: dict) -> dict[str, tuple[str, bytes]]:
             record + b"]}")),
         **well_formed(row, "one value refused", {ROWS // 2}),
         **well_formed(row, "every row refused", set(range(ROWS))),
+        **well_formed(row, "every row refused, each by its own value", set(range(ROWS)), bad=lambda i: f"n/a {i}"),
         **{name: body for name, body in well_formed(row, "one row refused with an unknown key", {ROWS // 2},
                                                     surprise=1).items() if name.startswith("JSON records")},
     }
 
 
-def well_formed(row: dict, name: str, refused: set[int], **extra: object) -> dict[str, tuple[str, bytes]]:
+def well_formed(row: dict, name: str, refused: set[int], bad=lambda i: "n/a",
+                **extra: object) -> dict[str, tuple[str, bytes]]:
     """ROWS rows of the given row with a note long enough to fill the body limit, as records, split and CSV; the
-    rows at refused have a num that is not a number (and the extra keys)."""
-    widest = max(len(json.dumps(dict(row, note="", num=num, **extra))) + 2 for num in (row["num"], "n/a"))
+    rows at refused have a num that is not a number, bad(row) (and the extra keys)."""
+    widest = max(len(json.dumps(dict(row, note="", num=num, **extra))) + 2 for num in (row["num"], bad(ROWS)))
     note = "word " * ((LIMIT - 100 - ROWS * widest) // ROWS // 5)
-    rows = [dict(row, note=note, num="n/a", **extra) if i in refused else dict(row, note=note) for i in range(ROWS)]
+    rows = [dict(row, note=note, num=bad(i), **extra) if i in refused else dict(row, note=note) for i in range(ROWS)]
     cells = ["\n".join(",".join("" if r[f] is None else str(r[f]) for f in FEATURES) for r in rows)]
     return {
         f"JSON records, {name}": ("application/json", json.dumps({"data": rows}).encode()),
