@@ -114,6 +114,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # --- Logging: JSON lines on stdout; the app writes one line per request, so no access log --------
 accesslog = None
+logger_class = "app.workers.Logger"  # agserve logs each request itself: gunicorn's access line is never built
 errorlog = "-"
 loglevel = _settings["LOG_LEVEL"]
 logconfig_dict = {
