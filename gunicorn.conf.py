@@ -47,7 +47,7 @@ backlog = 2048
 # Processes give CPU parallelism (one model copy each); threads let one worker hold several requests.
 workers = worker_count(_settings)  # follows the container's CPU quota unless WEB_CONCURRENCY says otherwise
 # gthread, but headers and the start of a body are gathered without a thread and slow bodies are cut off, so slow
-# clients cannot hold every thread (app/workers.py).
+# clients cannot hold every thread; each answer leaves in one TCP segment (app/workers.py).
 worker_class = "app.workers.HeaderTimeoutWorker"
 from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)
 HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]

@@ -14,6 +14,9 @@ a body that falls behind is answered 408 (in the poller, or, once a thread reads
 TimeoutError). A thread is therefore held by a slow body for at most max(BODY_TIMEOUT, MAX_BODY_BYTES / MIN_RATE),
 and only by a client that actually sends BODY_AHEAD bytes first. Connections that send nothing are closed after
 gunicorn's keep-alive time, and at most worker_connections are open per worker (more wait in the listen backlog).
+
+An answer's status line, headers and body leave in one TCP segment (CorkedBody): gunicorn writes the headers and
+the body with two sends, and each woke the client.
 """
 from __future__ import annotations
 
