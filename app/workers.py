@@ -122,11 +122,13 @@ def _cork(sock: socket.socket, on: int) -> None:
 
 
 def corked(app):
-    """The WSGI app with its answers' bodies corked (CorkedBody); a file answer keeps gunicorn's sendfile path."""
+    """The WSGI app with its answers' bodies corked (CorkedBody); a file answer keeps gunicorn's sendfile path, and an
+    HTTP/2 stream (off by default) is never corked, since its socket carries other streams too."""
     def call(environ, start_response):
         body = app(environ, start_response)
         sock = environ.get("gunicorn.socket")
-        if sock is None or not hasattr(socket, "TCP_CORK") or isinstance(body, environ["wsgi.file_wrapper"]):
+        if sock is None or not hasattr(socket, "TCP_CORK") or isinstance(body, environ["wsgi.file_wrapper"]) \
+                or not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
             return body
         return CorkedBody(body, sock)
     return call
