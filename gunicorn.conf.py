@@ -47,7 +47,7 @@ backlog = 2048
 # Processes give CPU parallelism (one model copy each); threads let one worker hold several requests.
 workers = worker_count(_settings)  # follows the container's CPU quota unless WEB_CONCURRENCY says otherwise
 # gthread, but headers and the start of a body are gathered without a thread and slow bodies are cut off, so slow
-# clients cannot hold every thread (app/workers.py).
+# clients cannot hold every thread; each answer leaves in one TCP segment (app/workers.py).
 worker_class = "app.workers.HeaderTimeoutWorker"
 from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)
 HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
@@ -114,6 +114,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # --- Logging: JSON lines on stdout; the app writes one line per request, so no access log --------
 accesslog = None
+logger_class = "app.workers.Logger"  # agserve logs each request itself: gunicorn's access line is never built
 errorlog = "-"
 loglevel = _settings["LOG_LEVEL"]
 logconfig_dict = {

@@ -191,7 +191,8 @@ class Batcher:
             self._deferred_next = now + self._deferred_took * (1 - self.deferred_share) / self.deferred_share
         else:
             self._predicted_at = now
-        self._cv.notify_all()
+        if self._queue:  # the batcher thread waits only for queued work: waking it for none costs a GIL hand-off
+            self._cv.notify_all()
 
     def _run_batch(self, batch: list[_Item]) -> None:
         for item in batch:

@@ -203,12 +203,14 @@ def _whole_lines(pattern: re.Pattern) -> re.Pattern:
 
 
 def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.DataFrame:
-    """A DataFrame with the dtypes AutoGluon casts exactly as in training."""
+    """A DataFrame with the dtypes AutoGluon casts exactly as in training. Every column is an array of its own, never
+    the validated column itself (the prediction log and monitoring read those after the model call), so pandas is
+    spared its own copy: half the cost of a mixed-type row's frame."""
     data = {}
     for name, kind in kinds.items():
         values = columns[name]
         if kind == "numeric":
-            data[name] = np.asarray(values, dtype="float64") if not isinstance(values, np.ndarray) else values
+            data[name] = np.array(values, dtype="float64")
         elif kind == "integer":
             data[name] = _integer_column(values)
         elif kind == "datetime":
@@ -217,7 +219,7 @@ def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.Dat
             data[name] = np.asarray(values, dtype=bool)
         else:
             data[name] = _objects(values)
-    return pd.DataFrame(data)
+    return pd.DataFrame(data, copy=False)
 
 
 def _integer_column(values):
@@ -225,7 +227,7 @@ def _integer_column(values):
     columns) or pandas' nullable Int64: AutoGluon casts an integer feature back to int64, where a float rounded up to
     2**63 would wrap to -2**63, and a row's answer must not depend on a missing value in another row of its batch."""
     if isinstance(values, np.ndarray):
-        return values if np.isnan(values).any() else values.astype("int64")
+        return values.copy() if np.isnan(values).any() else values.astype("int64")
     if any(v is None for v in values):
         return pd.array(values, dtype="Int64")
     return np.array(values, dtype="int64")

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+import pytest
 
 from app.inference.batching import Batcher
+from tests.support.servers import eventually
 
 
 def echo_predict(calls):
@@ -66,6 +69,27 @@ def test_a_lone_request_does_not_wait_for_the_bound():
     with batcher.ticket() as ticket:
         assert ticket.submit({"rows": [1]}, 1) == [1]
     assert time.monotonic() - started < 0.5
+
+
+def _wakes(thread: threading.Thread) -> int:
+    """How often the thread has gone to sleep and been woken (Linux counts it per thread)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread counters are Linux's")
+def test_lone_requests_predict_in_their_own_thread_without_waking_the_batcher():
+    """At concurrency 1 the batcher thread stays asleep: each wake-up would take the GIL from the request."""
+    calls = []
+    batcher = Batcher(echo_predict(calls), max_rows=1000, max_wait=0.05)
+    assert eventually(lambda: _wakes(batcher._thread) >= 1, timeout=5)  # parked in its wait
+    time.sleep(0.05)
+    before = _wakes(batcher._thread)
+    for i in range(50):
+        with batcher.ticket() as ticket:
+            assert ticket.submit({"rows": [i]}, 1) == [i]
+    assert _wakes(batcher._thread) == before
+    assert (batcher.batches, len(calls)) == (50, 50)
 
 
 def test_batches_respect_the_row_bound():

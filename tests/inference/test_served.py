@@ -84,3 +84,23 @@ def test_a_rows_answer_does_not_depend_on_a_missing_value_beside_it(registry, co
     frame = model.frame(model.validate_table(table_from_records([row, dict(row, cnt=None)], model.feature_names)))
     transformed = model.predictor.transform_features(frame)
     assert transformed["cnt"].iloc[0] == count  # exact, never rounded or wrapped
+
+
+def test_the_frame_owns_its_columns_and_has_the_training_dtypes(registry, in_process):
+    """The frame is built without pandas' own copy, so no column may be the validated one: the prediction log and
+    monitoring read those after the model call. Its dtypes are the training frame's, and its answers AutoGluon's."""
+    model = registry.get("multiclass")
+    training = mixed_frame(3, seed=7)[FEATURES]
+    for rows in (to_records(training), [dict(row, cnt=None, num=None) for row in to_records(training)]):
+        columns = model.validate_table(table_from_records(rows, model.feature_names))
+        kept = {name: values.copy() for name, values in columns.items() if isinstance(values, np.ndarray)}
+        assert kept  # numeric columns arrive as arrays, with or without a missing value
+        frame = model.frame(columns)
+        for name in kept:
+            assert not np.shares_memory(frame[name].to_numpy(), columns[name]), name
+        if rows[0]["cnt"] is not None:
+            assert frame.dtypes.to_dict() == training.dtypes.to_dict()
+        expected = in_process["multiclass"].predict_proba(frame.copy()).to_numpy().tolist()
+        assert model.predict_frame(frame).matrix.tolist() == expected
+        for name, values in kept.items():  # the model call left the validated columns as they were
+            np.testing.assert_array_equal(columns[name], values)

@@ -1,7 +1,11 @@
 """The original specification's contract through a real gunicorn with 2 workers on loopback, and how workers load models."""
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import socket
+import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -61,6 +65,48 @@ def test_concurrent_requests_each_get_their_own_rows(server, in_process, dataset
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(ask, range(0, 60)))
+
+
+TCP_INFO_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info (since 4.6)
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    """Segments carrying data this socket has received (pure ACKs are not counted)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, TCP_INFO_DATA_SEGS_IN)[0]
+
+
+def _answer_on(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """Send one keep-alive request; return the answer's headers and body, read whole."""
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK and TCP_INFO are Linux's")
+def test_an_answer_leaves_in_one_segment_and_is_whole(server, in_process, dataset):
+    """Status line, headers and body in one TCP segment (one wake-up of the client, not two), on a kept-alive
+    connection, and the answers are AutoGluon's own."""
+    _, test = dataset
+    host, port = server.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        for i in range(5):
+            rows = test[FEATURES].iloc[i:i + 1]
+            payload = json.dumps({"data": to_records(rows)}).encode()
+            request = (f"POST /models/binary/predict HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {server.key}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+            before = _data_segments_in(sock)
+            head, body = _answer_on(sock, request)
+            assert head.startswith(b"HTTP/1.1 200") and b"keep-alive" in head.lower()
+            assert _data_segments_in(sock) - before == 1
+            answer = json.loads(body)
+            assert (answer["predictions"], answer["probabilities"]) == expected_answers(in_process["binary"], rows)
 
 
 def test_seed_health_check(server):
