@@ -198,7 +198,7 @@ class ServedModel:
         if not all(isinstance(row, dict) for row in records):
             return None
         regular = list(keys_match(records, self.feature_names))
-        odd = [i for i, keys_match in enumerate(regular) if not keys_match]
+        odd = [i for i, matches in enumerate(regular) if not matches]
         refused = []
         try:
             validate_rows(self.schema, [records[i] for i in odd])
