@@ -17,18 +17,26 @@ gunicorn's keep-alive time, and at most worker_connections are open per worker (
 
 An answer's status line, headers and body leave in one TCP segment (CorkedBody): gunicorn writes the headers and
 the body with two sends, and each woke the client.
+
+Requests go to the thread that went idle last (WarmestFirstPool): gunicorn's ThreadPoolExecutor wakes its idle
+threads in turn, and a model call on a thread that has not run for a while is slower (cold caches, another core).
 """
 from __future__ import annotations
 
 import json
 import re
+import select
 import socket
+import threading
 import time
+from collections import deque
+from concurrent import futures
 
 from gunicorn import glogging, util
 from gunicorn.workers import gthread
 
 HEADERS_END = b"\r\n\r\n"
+NEXT_REQUEST_WAIT = 0.002  # seconds a thread waits on its kept-alive connection before giving it back to the poller
 BODY_AHEAD = 64 * 1024  # bytes of a body gathered before a thread takes it: most prediction bodies whole
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
 _NOT_AHEAD = re.compile(rb"\r\n(transfer-encoding|expect):", re.IGNORECASE)  # chunked; a client awaiting 100
@@ -144,9 +152,18 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         super().load_wsgi()
         self.wsgi = corked(self.wsgi)
 
+    def get_thread_pool(self):
+        return WarmestFirstPool(self.cfg.threads)
+
     def handle(self, conn):
         if self.cfg.is_ssl or gthread.negotiation.prior_knowledge_allowed(self.cfg, conn.client):
             return super().handle(conn)  # TLS records or an HTTP/2 preface, not headers: gunicorn's own path
+        while True:
+            kept = self._handle_plain(conn)
+            if kept is not True or not self.alive or not _next_request_soon(conn):
+                return kept
+
+    def _handle_plain(self, conn):
         arrived = self._gather_request(conn)
         if arrived is None:
             return gthread._DEFER  # back to the poller until more arrives
@@ -206,6 +223,14 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         return True
 
 
+def _next_request_soon(conn) -> bool:
+    """Whether a kept-alive client's next request is here, or arrives within NEXT_REQUEST_WAIT: then this thread
+    serves it at once, without the trip through the worker's poller (two thread hand-offs, about 1.5 ms)."""
+    if conn.parser.unreader.buf.getvalue():
+        return True  # read ahead with the last body
+    return bool(select.select([conn.sock], [], [], NEXT_REQUEST_WAIT)[0])
+
+
 def _body_ahead(headers: bytes, max_body: int) -> int:
     """How many body bytes to gather before a thread takes the request: all of a small body of known length, the
     first BODY_AHEAD of a larger one; none when its length is not known here (chunked, or left to the parser), is
@@ -244,3 +269,75 @@ def _drain(sock: socket.socket) -> None:
                 break
     except OSError:
         pass
+
+
+class WarmestFirstPool:
+    """The part of ThreadPoolExecutor gthread uses (submit, shutdown), waking the thread that went idle last.
+
+    ThreadPoolExecutor's idle threads wait on one queue and take work in turn, so at concurrency 1 every request ran
+    on another thread: a one-row predict_proba cost 8.7 ms there against 7.4 ms on one thread (measured, iris)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._idle: list[_Parked] = []  # a stack: the thread that finished last is woken first
+        self._backlog: deque = deque()  # work while every thread is busy
+        self._started = 0
+        self._stopping = False
+
+    def submit(self, fn, *args) -> futures.Future:
+        future = futures.Future()
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            if self._idle:
+                parked = self._idle.pop()
+                parked.work = (future, fn, args)
+                parked.wake.release()
+                return future
+            self._backlog.append((future, fn, args))
+            if self._started < self.threads:
+                self._started += 1
+                threading.Thread(target=self._serve, name=f"agserve-request-{self._started}").start()
+        return future
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Idle threads end now, busy ones after their request (gunicorn never waits here; the interpreter joins
+        them at exit, as ThreadPoolExecutor's)."""
+        with self._lock:
+            self._stopping = True
+            idle, self._idle = self._idle, []
+        for parked in idle:
+            parked.wake.release()  # with no work: the thread ends
+
+    def _serve(self) -> None:
+        parked = _Parked()
+        while True:
+            with self._lock:
+                work = self._backlog.popleft() if self._backlog else None
+                if work is None:
+                    if self._stopping:
+                        return
+                    parked.work = None
+                    self._idle.append(parked)
+            if work is None:
+                parked.wake.acquire()  # released by submit (with work) or shutdown (without)
+                work = parked.work
+                if work is None:
+                    return
+            future, fn, args = work
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the future, as ThreadPoolExecutor does
+                    future.set_exception(exc)
+            del work, future, fn, args  # an idle thread holds no finished connection
+
+
+class _Parked:
+    """An idle thread's wake-up: a lock held while the thread waits on it, and the work it is woken with."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.work = None

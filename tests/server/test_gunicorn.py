@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -107,6 +109,48 @@ def test_an_answer_leaves_in_one_segment_and_is_whole(server, in_process, datase
             assert _data_segments_in(sock) - before == 1
             answer = json.loads(body)
             assert (answer["predictions"], answer["probabilities"]) == expected_answers(in_process["binary"], rows)
+
+
+def _threads_of(pid: int) -> dict[int, tuple[float, int]]:
+    """Each thread's CPU seconds and voluntary context switches, from /proc."""
+    ticks, threads = os.sysconf("SC_CLK_TCK"), {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat, status = (task / "stat").read_text(), (task / "status").read_text()
+        except OSError:
+            continue  # a thread that just ended
+        fields = stat[stat.rindex(")") + 2:].split()
+        switches = next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches"))
+        threads[int(task.name)] = ((int(fields[11]) + int(fields[12])) / ticks, int(switches))
+    return threads
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread counters are Linux's")
+def test_back_to_back_requests_on_a_kept_alive_connection_stay_on_one_thread(server, in_process, dataset):
+    """A client that sends its next request as soon as it has an answer is served by the same thread, without the
+    worker's poller: the worker's main thread is not woken for each request, and one thread does the work."""
+    _, test = dataset
+    host, port = server.base.removeprefix("http://").split(":")
+    rows = test[FEATURES].iloc[:1]
+    payload = json.dumps({"data": to_records(rows)}).encode()
+    request = (f"POST /models/binary/predict HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {server.key}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+    workers = [child.pid for child in psutil.Process(server.process.pid).children()]
+    requests_sent = 400
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        _answer_on(sock, request)  # the connection is now kept alive by one worker
+        before = {pid: _threads_of(pid) for pid in workers}
+        for _ in range(requests_sent):
+            head, body = _answer_on(sock, request)
+            assert head.startswith(b"HTTP/1.1 200")
+        after = {pid: _threads_of(pid) for pid in workers}
+    assert json.loads(body)["predictions"] == expected_answers(in_process["binary"], rows)[0]
+    cpu = {pid: {tid: after[pid][tid][0] - before[pid].get(tid, (0, 0))[0] for tid in after[pid]} for pid in workers}
+    pid = max(workers, key=lambda p: sum(cpu[p].values()))  # the worker that served the connection
+    main_woken = after[pid][pid][1] - before[pid][pid][1]
+    assert main_woken < requests_sent / 3, f"the poller's thread was woken {main_woken} times for {requests_sent}"
+    request_threads = sorted((seconds for tid, seconds in cpu[pid].items() if tid != pid), reverse=True)
+    assert request_threads[0] >= 0.7 * sum(request_threads), f"the work spread over threads: {request_threads[:5]}"
 
 
 def test_seed_health_check(server):
