@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from functools import partial
 from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -25,18 +27,80 @@ def cap_estimator_jobs(predictor, threads: int) -> list[str]:
     """Lower the n_jobs of every in-memory scikit-learn estimator (random forest, extra trees, KNN) to this worker's
     math threads; return the models changed. Their fit-time n_jobs (all cores) makes joblib start a thread pool on
     every call, which threadpoolctl does not govern and which costs more than the trees for a few rows."""
+    changed = []
+    for model, estimator in _estimators(predictor):
+        if getattr(estimator, "n_jobs", None) not in (None, threads):
+            estimator.n_jobs = threads
+            changed.append(model.name)
+    return sorted(changed)
+
+
+def forests_in_turn(predictor) -> list[str]:
+    """Make every one-thread scikit-learn forest of the predictor call its trees in turn, without joblib; return
+    the models changed. joblib wraps each tree's call (configuration context, warning filters, functools.wraps):
+    the demo's 100-tree forest took 6.6 ms a row through it, 1.7 ms without. The trees are called in the same order
+    and their outputs summed by scikit-learn's own _accumulate_prediction, so the answers are the same to the bit."""
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+
+    changed = []
+    for model, estimator in _estimators(predictor):
+        if type(estimator) in (RandomForestClassifier, ExtraTreesClassifier) and estimator.n_jobs == 1 \
+                and "predict_proba" not in vars(estimator):
+            estimator.predict_proba = partial(_forest_proba, estimator)
+            changed.append(model.name)
+        elif type(estimator) in (RandomForestRegressor, ExtraTreesRegressor) and estimator.n_jobs == 1 \
+                and "predict" not in vars(estimator):
+            estimator.predict = partial(_forest_predict, estimator)
+            changed.append(model.name)
+    return sorted(changed)
+
+
+def _forest_proba(forest, X):
+    """ForestClassifier.predict_proba (scikit-learn 1.9) with the trees called in turn in this thread."""
+    import numpy as np  # not at the top: gunicorn's master imports this module and must not load OpenBLAS
+    from sklearn.ensemble._forest import _accumulate_prediction
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(forest)
+    X = forest._validate_X_predict(X)
+    all_proba = [np.zeros((X.shape[0], j), dtype=np.float64) for j in np.atleast_1d(forest.n_classes_)]
+    lock = threading.Lock()
+    for tree in forest.estimators_:
+        _accumulate_prediction(tree.predict_proba, X, all_proba, lock)
+    for proba in all_proba:
+        proba /= len(forest.estimators_)
+    return all_proba[0] if len(all_proba) == 1 else all_proba
+
+
+def _forest_predict(forest, X):
+    """ForestRegressor.predict (scikit-learn 1.9) with the trees called in turn in this thread."""
+    import numpy as np
+    from sklearn.ensemble._forest import _accumulate_prediction
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(forest)
+    X = forest._validate_X_predict(X)
+    shape = (X.shape[0], forest.n_outputs_) if forest.n_outputs_ > 1 else (X.shape[0],)
+    y_hat = np.zeros(shape, dtype=np.float64)
+    lock = threading.Lock()
+    for tree in forest.estimators_:
+        _accumulate_prediction(tree.predict, X, [y_hat], lock)
+    y_hat /= len(forest.estimators_)
+    return y_hat
+
+
+def _estimators(predictor):
+    """(model, scikit-learn estimator) of every in-memory model, the children of bagged ensembles included."""
     from sklearn.base import BaseEstimator
 
-    changed, stack = [], list(predictor._trainer.models.values())  # persisted models are objects, others names
+    stack = list(predictor._trainer.models.values())  # persisted models are objects, others names
     while stack:
         model = stack.pop()
         if isinstance(getattr(model, "models", None), list):  # a bagged ensemble: its persisted children
             stack.extend(model.models)
         estimator = getattr(model, "model", None)
-        if isinstance(estimator, BaseEstimator) and getattr(estimator, "n_jobs", None) not in (None, threads):
-            estimator.n_jobs = threads
-            changed.append(model.name)
-    return sorted(changed)
+        if isinstance(estimator, BaseEstimator):
+            yield model, estimator
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:

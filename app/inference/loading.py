@@ -13,7 +13,7 @@ from app.inference.features import RowSpec
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
-from app.threads import cap_estimator_jobs
+from app.threads import cap_estimator_jobs, forests_in_turn
 from app.values import NAME_MAX
 
 log = logging.getLogger("agserve.models")
@@ -60,6 +60,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
                     "they will be read from disk on every call",
                     extra={"model": version.name, "version": version.version})
     capped = cap_estimator_jobs(predictor, math_threads(settings))
+    in_turn = forests_in_turn(predictor)
     model = ServedModel(version.name, version.version, manifest, predictor, spec)
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
@@ -72,5 +73,5 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     # 4 UTF-8 bytes a character, 2 quotes: no acceptable cell (value or column name) is longer
     model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
-             "persisted": list(persisted), "jobs_capped": capped}
+             "persisted": list(persisted), "jobs_capped": capped, "forests_without_joblib": in_turn}
     return model, facts

@@ -1,7 +1,8 @@
 """Slow clients (slowloris, slow POST) against a real gunicorn with no proxy in front: many connections trickling
-their headers, or the body of a request, never hold a worker thread, so a normal request is still answered at once;
-each is answered 408 and closed after AGSERVE_HEADER_TIMEOUT or AGSERVE_BODY_TIMEOUT. A body larger than what is
-gathered without a thread holds one only until it falls behind AGSERVE_BODY_MIN_RATE."""
+their headers (new connections, or kept-alive ones after an answer), or the body of a request, never hold a worker
+thread, so a normal request is still answered at once; each is answered 408 and closed after AGSERVE_HEADER_TIMEOUT
+or AGSERVE_BODY_TIMEOUT. A body larger than what is gathered without a thread holds one only until it falls behind
+AGSERVE_BODY_MIN_RATE."""
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,11 @@ def test_trickled_headers_hold_no_thread_and_are_cut_off(repository_path):
         stop = threading.Event()
         slow = []
         try:
-            for _ in range(SLOW):
+            for i in range(SLOW):
                 sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if i % 2:  # a kept-alive client starting its next request at once: its thread waits for it
+                    sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    assert _answer_before_close(sock, time.monotonic() + 5)[0] == 200
                 sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
                 slow.append(sock)
             opened = time.monotonic()
