@@ -160,8 +160,19 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
             return super().handle(conn)  # TLS records or an HTTP/2 preface, not headers: gunicorn's own path
         while True:
             kept = self._handle_plain(conn)
-            if kept is not True or not self.alive or not _next_request_soon(conn):
+            if kept is not True or not self._serves_next_itself(conn):
                 return kept
+
+    def _serves_next_itself(self, conn) -> bool:
+        """Whether this thread serves a kept-alive client's next request at once, without the trip through the
+        poller (two thread hand-offs, about 1.5 ms): when it is here or arrives within NEXT_REQUEST_WAIT, and no
+        other request waits for a thread (then the connection queues behind them, else busy clients would starve
+        the others)."""
+        if not self.alive or self.tpool.waiting:
+            return False
+        if not conn.parser.unreader.buf.getvalue() and not select.select([conn.sock], [], [], NEXT_REQUEST_WAIT)[0]:
+            return False
+        return not self.tpool.waiting
 
     def _handle_plain(self, conn):
         arrived = self._gather_request(conn)
@@ -223,14 +234,6 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         return True
 
 
-def _next_request_soon(conn) -> bool:
-    """Whether a kept-alive client's next request is here, or arrives within NEXT_REQUEST_WAIT: then this thread
-    serves it at once, without the trip through the worker's poller (two thread hand-offs, about 1.5 ms)."""
-    if conn.parser.unreader.buf.getvalue():
-        return True  # read ahead with the last body
-    return bool(select.select([conn.sock], [], [], NEXT_REQUEST_WAIT)[0])
-
-
 def _body_ahead(headers: bytes, max_body: int) -> int:
     """How many body bytes to gather before a thread takes the request: all of a small body of known length, the
     first BODY_AHEAD of a larger one; none when its length is not known here (chunked, or left to the parser), is
@@ -284,6 +287,11 @@ class WarmestFirstPool:
         self._backlog: deque = deque()  # work while every thread is busy
         self._started = 0
         self._stopping = False
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a thread."""
+        return len(self._backlog)
 
     def submit(self, fn, *args) -> futures.Future:
         future = futures.Future()

@@ -7,6 +7,8 @@ import re
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -151,6 +153,40 @@ def test_back_to_back_requests_on_a_kept_alive_connection_stay_on_one_thread(ser
     assert main_woken < requests_sent / 3, f"the poller's thread was woken {main_woken} times for {requests_sent}"
     request_threads = sorted((seconds for tid, seconds in cpu[pid].items() if tid != pid), reverse=True)
     assert request_threads[0] >= 0.7 * sum(request_threads), f"the work spread over threads: {request_threads[:5]}"
+
+
+BUSY_CLIENT = r"""
+import re, socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+request = f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+sock, answered, slowest = socket.create_connection((host, port), timeout=30), 0, 0.0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    started = time.monotonic()
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    answered, slowest = answered + 1, max(slowest, time.monotonic() - started)
+print(answered, slowest)
+"""
+
+
+def test_busy_kept_alive_clients_beyond_the_threads_are_served_in_turn(repository_path):
+    """More clients than threads, each sending its next request as soon as it has an answer: a thread does not keep
+    serving its own client while others wait for a thread, so every client is answered, none waits long."""
+    with gunicorn(repository_path, workers=1, AGSERVE_MODELS="binary", AGSERVE_THREADS="2") as server:
+        host, port = server.base.removeprefix("http://").split(":")
+        clients = [subprocess.Popen([sys.executable, "-c", BUSY_CLIENT, host, port, "3"], stdout=subprocess.PIPE,
+                                    text=True) for _ in range(6)]
+        results = [client.communicate(timeout=60)[0].split() for client in clients]
+    answered, slowest = [int(r[0]) for r in results], [float(r[1]) for r in results]
+    assert min(answered) >= 0.4 * max(answered), f"answers per client: {answered}"
+    assert max(slowest) < 1.0, f"slowest answer per client (s): {slowest}"
 
 
 def test_seed_health_check(server):
