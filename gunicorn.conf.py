@@ -54,8 +54,8 @@ HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
 HeaderTimeoutWorker.body_timeout = _settings["BODY_TIMEOUT"]
 HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
 HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
-# Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best in 6
-# of 8 model × run figures over four stops (2 × 16 won the mixed model twice, within the run-to-run spread);
+# Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best in 7
+# of 10 model × run figures over four stops (2 × 16 won the mixed model three times, within the run-to-run spread);
 # fewer threads make smaller batches, more workers than cores split the batches and the CPU between model copies.
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
