@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import struct
@@ -19,7 +18,7 @@ import requests
 from app.config import cpu_count
 from tests.support.answers import SEED_KEYS, expected_answers
 from tests.support.data import FEATURES, to_records
-from tests.support.servers import gunicorn, wait_until
+from tests.support.servers import ROOT, answer_on, gunicorn, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -80,19 +79,6 @@ def _data_segments_in(sock: socket.socket) -> int:
     return struct.unpack_from("I", info, TCP_INFO_DATA_SEGS_IN)[0]
 
 
-def _answer_on(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
-    """Send one keep-alive request; return the answer's headers and body, read whole."""
-    sock.sendall(request)
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
-    head, body = received.split(b"\r\n\r\n", 1)
-    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head, body
-
-
 @pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK and TCP_INFO are Linux's")
 def test_an_answer_leaves_in_one_segment_and_is_whole(server, in_process, dataset):
     """Status line, headers and body in one TCP segment (one wake-up of the client, not two), on a kept-alive
@@ -106,7 +92,7 @@ def test_an_answer_leaves_in_one_segment_and_is_whole(server, in_process, datase
             request = (f"POST /models/binary/predict HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {server.key}\r\n"
                        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
             before = _data_segments_in(sock)
-            head, body = _answer_on(sock, request)
+            head, body = answer_on(sock, request)
             assert head.startswith(b"HTTP/1.1 200") and b"keep-alive" in head.lower()
             assert _data_segments_in(sock) - before == 1
             answer = json.loads(body)
@@ -140,10 +126,10 @@ def test_back_to_back_requests_on_a_kept_alive_connection_stay_on_one_thread(ser
     workers = [child.pid for child in psutil.Process(server.process.pid).children()]
     requests_sent = 400
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        _answer_on(sock, request)  # the connection is now kept alive by one worker
+        answer_on(sock, request)  # the connection is now kept alive by one worker
         before = {pid: _threads_of(pid) for pid in workers}
         for _ in range(requests_sent):
-            head, body = _answer_on(sock, request)
+            head, body = answer_on(sock, request)
             assert head.startswith(b"HTTP/1.1 200")
         after = {pid: _threads_of(pid) for pid in workers}
     assert json.loads(body)["predictions"] == expected_answers(in_process["binary"], rows)[0]
@@ -156,21 +142,15 @@ def test_back_to_back_requests_on_a_kept_alive_connection_stay_on_one_thread(ser
 
 
 BUSY_CLIENT = r"""
-import re, socket, sys, time
+import socket, sys, time
+from tests.support.servers import answer_on
 host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 request = f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
 sock, answered, slowest = socket.create_connection((host, port), timeout=30), 0, 0.0
 end = time.monotonic() + seconds
 while time.monotonic() < end:
     started = time.monotonic()
-    sock.sendall(request)
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
-    head, body = received.split(b"\r\n\r\n", 1)
-    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))
-    while len(body) < length:
-        body += sock.recv(65536)
+    answer_on(sock, request)
     answered, slowest = answered + 1, max(slowest, time.monotonic() - started)
 print(answered, slowest)
 """
@@ -181,8 +161,8 @@ def test_busy_kept_alive_clients_beyond_the_threads_are_served_in_turn(repositor
     serving its own client while others wait for a thread, so every client is answered, none waits long."""
     with gunicorn(repository_path, workers=1, AGSERVE_MODELS="binary", AGSERVE_THREADS="2") as server:
         host, port = server.base.removeprefix("http://").split(":")
-        clients = [subprocess.Popen([sys.executable, "-c", BUSY_CLIENT, host, port, "3"], stdout=subprocess.PIPE,
-                                    text=True) for _ in range(6)]
+        clients = [subprocess.Popen([sys.executable, "-c", BUSY_CLIENT, host, port, "3"], cwd=ROOT,
+                                    stdout=subprocess.PIPE, text=True) for _ in range(6)]
         results = [client.communicate(timeout=60)[0].split() for client in clients]
     answered, slowest = [int(r[0]) for r in results], [float(r[1]) for r in results]
     assert min(answered) >= 0.4 * max(answered), f"answers per client: {answered}"

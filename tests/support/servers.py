@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -115,6 +116,19 @@ def gunicorn(repository: Path, workers: int = 2, ready_timeout: float = 90, wait
             log.close()
         if own_folder:
             own_folder.cleanup()
+
+
+def answer_on(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """Send one keep-alive request; return the answer's headers and body, read whole."""
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
 
 
 def wait_for_every_worker(server: "Server", workers: int, timeout: float) -> None:
