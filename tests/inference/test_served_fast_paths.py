@@ -70,8 +70,8 @@ def test_scikit_learn_jobs_are_capped_without_changing_answers(repository_path, 
 
 @pytest.mark.parametrize("label, problem_type", [("y_multiclass", "multiclass"), ("y_regression", "regression")])
 def test_forests_call_their_trees_in_turn_and_answer_the_same_to_the_bit(dataset, tmp_path, label, problem_type):
-    """One-thread random forests and extra trees predict without joblib and without each tree checking again: the same answers, bit for bit, in bulk and
-    row by row, and a one-row call takes well under what scikit-learn's own takes."""
+    """One-thread random forests and extra trees predict without joblib and without each tree checking again: the
+    same answers, bit for bit, in bulk and row by row, and a one-row call takes well under scikit-learn's own."""
     import time
 
     from autogluon.tabular import TabularPredictor
