@@ -1,8 +1,8 @@
 """make bench-knobs: which Gunicorn shape and recycling setting serve best here, measured rather than assumed.
 
-Each shape (workers × gthread threads) gets a fresh production server, then `/health/live` at concurrency 1 and 32
-and one-row predictions at concurrency 32 for both bench models; the shapes take turns over ROUNDS rounds and the
-table gives medians. Then 60 s at concurrency 32 with the old and the new recycling default, per 10 s window.
+Each shape (workers × gthread threads, and gunicorn's gevent worker in place of ours) gets a fresh production
+server, then `/health/live` at concurrency 1 and 32 and one-row predictions at concurrency 32 for both bench models;
+the shapes take turns over ROUNDS rounds and the table gives medians. Then 60 s at concurrency 32 with the old and the new recycling default, per 10 s window.
 Appends both tables to BENCHMARKS.md (run `make bench` first: it rewrites the file).
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import LONG, ROOT, WORK, free_port, hey, log, prepare_models, start_server  # noqa: E402
 
-SHAPES = [(2, 32), (2, 8), (2, 16), (3, 8), (4, 8)]  # (workers, threads); the first is the shipped default
+SHAPES = [(2, 32), (2, 8), (2, 16), (3, 8), (4, 8), (2, "gevent")]  # (workers, threads); the first is the default
+GEVENT = "--worker-class gevent --worker-connections 1000"  # gunicorn's own greenlet worker, our app unchanged
 ROUNDS = int(os.environ.get("BENCH_RUNS", "2"))
 SECONDS = os.environ.get("BENCH_KNOB_SECONDS", "6")
 RECYCLING = [("10000", "1000"), ("100000", "10000")]  # (MAX_REQUESTS, JITTER): the old default, then the new one
@@ -54,7 +55,8 @@ def main() -> None:
     for round_ in range(ROUNDS):
         for workers, threads in SHAPES:
             log(f"round {round_ + 1}: {workers} workers × {threads} threads")
-            process, url = serving(repository, auth_db, WEB_CONCURRENCY=str(workers), AGSERVE_THREADS=str(threads))
+            shape = {"GUNICORN_CMD_ARGS": GEVENT} if threads == "gevent" else {"AGSERVE_THREADS": str(threads)}
+            process, url = serving(repository, auth_db, WEB_CONCURRENCY=str(workers), **shape)
             try:
                 results.setdefault((workers, threads), []).append(measure(url, key))
             finally:
@@ -90,6 +92,7 @@ def write(results: dict, long_runs: list) -> None:
              "|---|---|---|---|---|"]
     for (workers, threads), runs in results.items():
         default = " (default)" if (workers, threads) == SHAPES[0] else ""
+        threads = "gevent (1000 connections each)" if threads == "gevent" else threads
         lines.append(f"| {workers} × {threads}{default} | {cell(runs, 'live_c1')} | {cell(runs, 'live_c32')} | "
                      f"{cell(runs, 'iris_c32')} | {cell(runs, 'mixed_c32')} |")
     lines += ["", f"Mixed model, {LONG} s at concurrency 32, by worker recycling setting (answered req/s per 10 s "
