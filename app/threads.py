@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -27,52 +26,14 @@ def cap_estimator_jobs(predictor, threads: int) -> list[str]:
     math threads; return the models changed. Their fit-time n_jobs (all cores) makes joblib start a thread pool on
     every call, which threadpoolctl does not govern and which costs more than the trees for a few rows."""
     changed = []
-    for model, estimator in _estimators(predictor):
+    for model, estimator in estimators(predictor):
         if getattr(estimator, "n_jobs", None) not in (None, threads):
             estimator.n_jobs = threads
             changed.append(model.name)
     return sorted(changed)
 
 
-def forests_in_turn(predictor) -> list[str]:
-    """Make every one-thread, one-output scikit-learn forest of the predictor call its trees in turn, without joblib;
-    return the models changed. joblib wraps each tree's call (configuration context, warning filters,
-    functools.wraps) and each tree re-checks that it is fitted (scikit-learn's tags machinery): the demo's 100-tree
-    forest took 6.6 ms a row through both, 1.1 ms without. Each tree's leaf values (`tree_.predict`, what its own
-    predict_proba and predict return for one output) are added in the same order into the same float64 sums, so the
-    answers are the same to the bit."""
-    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
-
-    changed = []
-    for model, estimator in _estimators(predictor):
-        if estimator.n_jobs != 1 or getattr(estimator, "n_outputs_", None) != 1:
-            continue
-        if type(estimator) in (RandomForestClassifier, ExtraTreesClassifier) and "predict_proba" not in vars(estimator):
-            estimator.predict_proba = partial(_forest_sum, estimator, int(estimator.n_classes_))
-            changed.append(model.name)
-        elif type(estimator) in (RandomForestRegressor, ExtraTreesRegressor) and "predict" not in vars(estimator):
-            estimator.predict = partial(_forest_sum, estimator, None)
-            changed.append(model.name)
-    return sorted(changed)
-
-
-def _forest_sum(forest, classes: int | None, X):
-    """ForestClassifier.predict_proba (classes: their count) or ForestRegressor.predict (None) of scikit-learn 1.9
-    for one output, the trees' leaf values summed in turn in this thread."""
-    import numpy as np  # not at the top: gunicorn's master imports this module and must not load OpenBLAS
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(forest)
-    X = forest._validate_X_predict(X)  # float32, the forest's feature count: what each tree would check again
-    total = np.zeros((X.shape[0], classes) if classes else (X.shape[0],), dtype=np.float64)
-    for tree in forest.estimators_:
-        values = tree.tree_.predict(X)  # rows × classes (a regressor: rows × 1), as each tree reads them
-        total += values[:, :classes] if classes else values[:, 0]
-    total /= len(forest.estimators_)
-    return total
-
-
-def _estimators(predictor):
+def estimators(predictor):
     """(model, scikit-learn estimator) of every in-memory model, the children of bagged ensembles included."""
     from sklearn.base import BaseEstimator
 

@@ -10,10 +10,11 @@ from app.config import math_threads
 from app.inference.errors import ModelLoadError
 from app.inference.explain import load_background
 from app.inference.features import RowSpec
+from app.inference.forests import forests_in_turn
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
-from app.threads import cap_estimator_jobs, forests_in_turn
+from app.threads import cap_estimator_jobs
 from app.values import NAME_MAX
 
 log = logging.getLogger("agserve.models")

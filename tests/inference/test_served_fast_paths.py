@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from app.config import load_settings
 from app.inference import ModelRegistry, ModelRepository
+from app.inference.forests import forests_in_turn
 from app.inference.served import Prediction, rows_json
 from app.inference.tables import _datetime_column
-from app.threads import cap_estimator_jobs, forests_in_turn
+from app.threads import cap_estimator_jobs
 from tests.support.data import FEATURES
 
 
