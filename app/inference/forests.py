@@ -29,7 +29,7 @@ def forests_in_turn(predictor) -> list[str]:
     all trees walked at once); return the models changed."""
     changed = []
     for model, estimator in estimators(predictor):
-        if estimator.n_jobs != 1 or getattr(estimator, "n_outputs_", None) != 1:
+        if getattr(estimator, "n_jobs", None) != 1 or getattr(estimator, "n_outputs_", None) != 1:
             continue
         if type(estimator) in CLASSIFIERS and "predict_proba" not in vars(estimator):
             estimator.predict_proba = partial(_forest_sum, estimator, int(estimator.n_classes_),
