@@ -54,9 +54,11 @@ HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
 HeaderTimeoutWorker.body_timeout = _settings["BODY_TIMEOUT"]
 HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
 HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
-# Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best in 7
-# of 10 model × run figures over four stops (2 × 16 won the mixed model three times, within the run-to-run spread);
+# Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best in 9
+# of 12 model × run figures over five stops (2 × 16 won the mixed model three times, within the run-to-run spread);
 # fewer threads make smaller batches, more workers than cores split the batches and the CPU between model copies.
+# gunicorn's gevent worker served /health/live faster but predictions far worse (mixed: 114 vs 369 req/s, p99 4.7 s):
+# a model call holds the greenlets' one thread, so requests queue behind it unbatched and unevenly.
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False
