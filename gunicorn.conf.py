@@ -58,7 +58,7 @@ HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
 # of 12 model × run figures over five stops (2 × 16 won the mixed model three times, within the run-to-run spread);
 # fewer threads make smaller batches, more workers than cores split the batches and the CPU between model copies.
 # gunicorn's gevent worker served /health/live faster but predictions far worse (mixed: 114 vs 369 req/s, p99 4.7 s):
-# a model call holds the greenlets' one thread, so requests queue behind it unbatched and unevenly.
+# a model call holds the one OS thread all its greenlets run on, so no other request moves while it runs.
 threads = _settings["THREADS"]
 # Never preload: a process that used OpenMP and then forks can hang (AutoGluon #3021).
 preload_app = False
