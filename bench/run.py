@@ -265,23 +265,27 @@ def explanation_scenarios(url: str, key: str, one: Path, scenario: dict, setting
     scenario.setdefault("explain_beside", []).append(background)
 
 
-def worker_starts(url: str, key: str) -> float:
-    """Workers started since the server did (each recycle adds one), from its own /metrics."""
+def metric_totals(url: str, key: str, names: dict[str, str], model: str | None = None) -> dict[str, float]:
+    """Each metric of names (metric → field) summed over workers and labels from the server's /metrics; with model,
+    only that model's lines."""
     text = requests.get(f"{url}/metrics", headers={"X-API-Key": key}, timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("agserve_worker_starts_total"))
+    totals = dict.fromkeys(names.values(), 0.0)
+    for line in text.splitlines():
+        metric = line.split("{", 1)[0].split(" ", 1)[0]
+        if metric in names and (model is None or f'model="{model}"' in line):
+            totals[names[metric]] += float(line.split()[-1])
+    return totals
+
+
+def worker_starts(url: str, key: str) -> float:
+    """Workers started since the server did (each recycle adds one)."""
+    return metric_totals(url, key, {"agserve_worker_starts_total": "starts"})["starts"]
 
 
 def model_calls(url: str, key: str, name: str) -> dict[str, float]:
-    """The model's calls so far, the requests they answered and their seconds, summed over workers from /metrics."""
-    text = requests.get(f"{url}/metrics", headers={"X-API-Key": key}, timeout=10).text
-    wanted = {"agserve_batch_requests_count": "calls", "agserve_batch_requests_sum": "requests",
-              "agserve_model_call_seconds_sum": "seconds"}
-    totals = dict.fromkeys(wanted.values(), 0.0)
-    for line in text.splitlines():
-        metric = line.split("{", 1)[0]
-        if metric in wanted and f'model="{name}"' in line:
-            totals[wanted[metric]] += float(line.split()[-1])
-    return totals
+    """The model's calls so far, the requests they answered and their seconds."""
+    return metric_totals(url, key, {"agserve_batch_requests_count": "calls", "agserve_batch_requests_sum": "requests",
+                                    "agserve_model_call_seconds_sum": "seconds"}, name)
 
 
 def batching_during(url: str, key: str, name: str, before: dict[str, float], seconds: float) -> dict[str, float]:

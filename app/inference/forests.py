@@ -48,12 +48,11 @@ def _forest_sum(forest, classes: int | None, stacked: "StackedTrees | None", X):
     X = forest._validate_X_predict(X)  # float32, the forest's feature count: what each tree would check again
     total = np.zeros((X.shape[0], classes) if classes else (X.shape[0],), dtype=np.float64)
     if stacked is not None and isinstance(X, np.ndarray) and X.shape[0] <= STACKED_MAX_ROWS:
-        for values in stacked.leaf_values(X):  # one tree's rows × classes (a regressor: rows × 1), in order
-            total += values[:, :classes] if classes else values[:, 0]
+        leaves = iter(stacked.leaf_values(X))
     else:
-        for tree in forest.estimators_:
-            values = tree.tree_.predict(X)
-            total += values[:, :classes] if classes else values[:, 0]
+        leaves = (tree.tree_.predict(X) for tree in forest.estimators_)
+    for values in leaves:  # one tree's rows × classes (a regressor: rows × 1), in the forest's order
+        total += values[:, :classes] if classes else values[:, 0]
     total /= len(forest.estimators_)
     return total
 
