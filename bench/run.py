@@ -99,6 +99,7 @@ def in_process(repository: Path, name: str, sample: dict,
     from autogluon.tabular import TabularPredictor
 
     from app.inference.forests import forests_in_turn
+    from app.inference.generators import generators_in_numpy
     from app.threads import apply_thread_limits, cap_estimator_jobs
 
     apply_thread_limits(1)  # like each of the 2 workers on this 2-core machine
@@ -118,8 +119,9 @@ def in_process(repository: Path, name: str, sample: dict,
             timings.append(time.perf_counter() - started)
         return timings
 
-    autogluon_p50 = statistics.median(single()) * 1000  # forests through joblib, as AutoGluon calls them
+    autogluon_p50 = statistics.median(single()) * 1000  # forests through joblib, generators in pandas: AutoGluon's own
     forests_in_turn(predictor)  # then as each worker calls them: the baseline is the same model call
+    generators_in_numpy(predictor._learner.feature_generator)
     def rows_per_s() -> float:
         timings = []
         for _ in range(RUNS):

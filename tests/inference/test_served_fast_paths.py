@@ -35,6 +35,19 @@ def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, d
     assert got.predictions == in_process[name].predict(frame).tolist()
 
 
+@pytest.mark.parametrize("name", ["binary", "multiclass"])
+def test_feature_generators_in_numpy_give_autogluon_s_probabilities_row_by_row(served, in_process, dataset, name):
+    """The mixed-type models' datetime and text-special generators take the few-rows path once loaded; one row at a
+    time and a few at once, the served probabilities are AutoGluon's own (unpatched, in-process) to the bit."""
+    _, test = dataset
+    assert served.status()[name]["generators_in_numpy"] == ["DatetimeFeatureGenerator", "TextSpecialFeatureGenerator"]
+    model, frame = served.get(name), test[FEATURES]
+    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19]]:
+        rows = rows.reset_index(drop=True)
+        expected = in_process[name].predict_proba(rows, as_multiclass=True).to_numpy(dtype="float64")
+        assert model.predict_frame(rows).matrix.tobytes() == expected.tobytes()
+
+
 def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
     """A binary predictor's decision threshold (calibrate_decision_threshold) decides labels, as in predict."""
     _, test = dataset
