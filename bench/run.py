@@ -99,7 +99,7 @@ def in_process(repository: Path, name: str, sample: dict,
     from autogluon.tabular import TabularPredictor
 
     from app.inference.forests import forests_in_turn
-    from app.inference.generators import generators_in_numpy
+    from app.inference.generators import pipeline_in_columns
     from app.threads import apply_thread_limits, cap_estimator_jobs
 
     apply_thread_limits(1)  # like each of the 2 workers on this 2-core machine
@@ -119,9 +119,9 @@ def in_process(repository: Path, name: str, sample: dict,
             timings.append(time.perf_counter() - started)
         return timings
 
-    autogluon_p50 = statistics.median(single()) * 1000  # forests through joblib, generators in pandas: AutoGluon's own
+    autogluon_p50 = statistics.median(single()) * 1000  # AutoGluon's own call: forests in joblib, features in DataFrames
     forests_in_turn(predictor)  # then as each worker calls them: the baseline is the same model call
-    generators_in_numpy(predictor._learner.feature_generator)
+    pipeline_in_columns(predictor._learner.feature_generator)
     def rows_per_s() -> float:
         timings = []
         for _ in range(RUNS):

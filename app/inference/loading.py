@@ -11,7 +11,7 @@ from app.inference.errors import ModelLoadError
 from app.inference.explain import load_background
 from app.inference.features import RowSpec
 from app.inference.forests import forests_in_turn
-from app.inference.generators import generators_in_numpy
+from app.inference.generators import pipeline_in_columns
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
@@ -63,7 +63,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
                     extra={"model": version.name, "version": version.version})
     capped = cap_estimator_jobs(predictor, math_threads(settings))
     in_turn = forests_in_turn(predictor)
-    in_numpy = generators_in_numpy(predictor._learner.feature_generator)
+    in_columns = pipeline_in_columns(predictor._learner.feature_generator)
     model = ServedModel(version.name, version.version, manifest, predictor, spec)
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
@@ -77,5 +77,5 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted), "jobs_capped": capped, "forests_without_joblib": in_turn,
-             "generators_in_numpy": in_numpy}
+             "features_in_columns": in_columns}
     return model, facts

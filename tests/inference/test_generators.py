@@ -1,8 +1,9 @@
-"""AutoGluon's datetime and text-special generators on a few rows (app/inference/generators.py) give its frame."""
+"""AutoGluon's feature pipeline on a few rows in columns (app/inference/generators.py) gives AutoGluon's frame."""
 from __future__ import annotations
 
 import copy
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -10,32 +11,42 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.inference.generators import FEW_ROWS, generators_in_numpy
+from app.inference.generators import FEW_ROWS, _few_rows, pipeline_in_columns
 
 SYMBOLS = "!?@%$*&#^.:/;-= \t\n"
 WORDS = ["Fast", "slow", "CHEAP", "n0te", "x9", "ÉTÉ", "naïve", "a_b", "", "42", "日本", "e-mail", "C++", "50%"]
+COLORS = ["red", "green", "blue", "Black", "", "0"]
 
 
 def training_frame(n: int = 400) -> pd.DataFrame:
-    """Text with every symbol, capitals and digits often enough that AutoGluon keeps them; datetimes with NaT."""
+    """Every feature kind: text with every symbol, capitals and digits often enough that AutoGluon keeps them,
+    datetimes, categories and text with missing values, booleans, integers, floats."""
     rng = np.random.default_rng(0)
     text = [" ".join(rng.choice(WORDS) + rng.choice(list(SYMBOLS)) for _ in range(rng.integers(3, 9)))
             for _ in range(n)]
+    text[::17] = [None] * len(text[::17])
     when = pd.Series(pd.Timestamp("1990-01-01") + pd.to_timedelta(rng.integers(-30_000, 30_000, n), unit="D")
                      + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"))
     when[rng.random(n) < 0.1] = pd.NaT
-    return pd.DataFrame({"x": rng.normal(size=n), "when": when, "note": text})
+    color = rng.choice(COLORS, n).astype(object)
+    color[rng.random(n) < 0.1] = None
+    return pd.DataFrame({"x": rng.normal(size=n), "cnt": rng.integers(-5, 50, n), "flag": rng.random(n) < 0.3,
+                         "color": color, "when": when, "note": text})
 
 
 @pytest.fixture(scope="module")
 def pipelines():
-    """A fitted AutoML feature pipeline as AutoGluon has it, and a copy given the few-rows paths."""
+    """A fitted AutoML feature pipeline as AutoGluon has it, and a copy given the few-rows path."""
     from autogluon.features.generators import AutoMLPipelineFeatureGenerator
 
     own = AutoMLPipelineFeatureGenerator(verbosity=0)
     own.fit_transform(training_frame())
     fast = copy.deepcopy(own)
-    assert sorted(generators_in_numpy(fast)) == ["DatetimeFeatureGenerator", "TextSpecialFeatureGenerator"]
+    in_columns = pipeline_in_columns(fast)
+    assert {"AsTypeFeatureGenerator", "FillNaFeatureGenerator", "CategoryFeatureGenerator", "DatetimeFeatureGenerator",
+            "TextSpecialFeatureGenerator", "BinnedFeatureGenerator"} <= set(in_columns)
+    kinds = {type(g).__name__ for stage in fast.generators for g in stage}
+    assert "TextNgramFeatureGenerator" in kinds - set(in_columns), "one generator runs as AutoGluon's on its columns"
     text_special = next(g for stage in fast.generators for g in stage if type(g).__name__.startswith("TextSpecial"))
     assert len(text_special._symbols_per_feature["note"]) >= 10, "the data should keep most symbols"
     return own, fast
@@ -45,43 +56,48 @@ TEXT = st.one_of(st.none(), st.text(st.sampled_from(SYMBOLS + "aZ09_é日\u00a0\
                  st.text(st.characters(codec=None, categories=None)), st.sampled_from(WORDS))
 WHEN = st.one_of(st.none(), st.datetimes(datetime(1677, 9, 23), datetime(2262, 4, 10)),
                  st.datetimes(datetime(1969, 12, 31), datetime(1970, 1, 2)))
-ROW = st.tuples(st.one_of(st.none(), st.floats(allow_nan=False)), WHEN, TEXT)
+ROW = st.tuples(st.one_of(st.none(), st.floats()), st.integers(-2 ** 63, 2 ** 63 - 1), st.booleans(),
+                st.one_of(st.none(), st.sampled_from(COLORS), st.text(max_size=3)), WHEN, TEXT)
+
+
+def frame_of(rows, flags_as_objects: bool) -> pd.DataFrame:
+    """The rows as our tables build them: float64 with NaN, int64, bool (or objects), objects, datetime64[ns]."""
+    x, cnt, flag, color, when, note = zip(*rows)
+    return pd.DataFrame({"x": np.array([np.nan if v is None else v for v in x], dtype="float64"),
+                         "cnt": np.array(cnt, dtype="int64"),
+                         "flag": np.array(flag, dtype=object if flags_as_objects else bool),
+                         "color": np.array(color, dtype=object), "when": np.array(when, dtype="datetime64[ns]"),
+                         "note": np.array(note, dtype=object)})
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
-@given(st.lists(ROW, min_size=1, max_size=FEW_ROWS + 4))
-def test_a_few_rows_transform_to_autogluon_s_frame(pipelines, rows):
-    """Any datetimes (NaT, before 1970, the ends of pandas' range) and any text (empty, whitespace of every kind,
-    symbols, non-ASCII, lone surrogates): the same columns, dtypes and values as AutoGluon's own transform."""
+@given(st.lists(ROW, min_size=1, max_size=FEW_ROWS + 4), st.booleans())
+def test_a_few_rows_transform_to_autogluon_s_frame(pipelines, rows, flags_as_objects):
+    """Any values of every kind (NaN, ±inf, the ends of int64 and of pandas' datetimes, dates before 1970, unseen
+    and missing categories, empty text, whitespace of every kind, symbols, non-ASCII, lone surrogates): the same
+    columns, dtypes and values as AutoGluon's own transform."""
     own, fast = pipelines
-    X = pd.DataFrame({"x": np.array([np.nan if r[0] is None else r[0] for r in rows], dtype="float64"),
-                      "when": np.array([r[1] for r in rows], dtype="datetime64[ns]"),
-                      "note": pd.Series([r[2] for r in rows], dtype="object")})
+    X = frame_of(rows, flags_as_objects)
     expected = own.transform(X.copy())
     got = fast.transform(X.copy())
     assert list(got.dtypes) == list(expected.dtypes)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
-def test_other_dtypes_and_more_rows_go_to_autogluon(pipelines, monkeypatch):
-    """Datetimes as text, text that is not str, and more than FEW_ROWS rows take AutoGluon's path (and get its
-    answer); the generators are called directly, as AutoGluon's own cast before them lets no such column through."""
-    from autogluon.features.generators import DatetimeFeatureGenerator, TextSpecialFeatureGenerator
-
-    own, fast = ({type(g): g for stage in pipeline.generators for g in stage} for pipeline in pipelines)
+def test_what_a_column_path_cannot_vouch_for_goes_to_autogluon(pipelines, monkeypatch):
+    """More than FEW_ROWS rows, a nullable-integer column, datetimes as text, text that is not str: AutoGluon's
+    own transform answers (and the answer is its answer); a plain row does not reach it."""
+    own, fast = pipelines
     slow = []
-    for kind in (DatetimeFeatureGenerator, TextSpecialFeatureGenerator):
-        real = kind._transform
-        monkeypatch.setattr(kind, "_transform", lambda self, X, real=real: slow.append(type(self)) or real(self, X))
-    base = pd.DataFrame({"x": [1.0], "when": pd.to_datetime(["2024-05-06 07:08:09"]), "note": ["Hello, World!"]})
-    many = pd.concat([base] * (FEW_ROWS + 1), ignore_index=True)
-    cases = [(DatetimeFeatureGenerator, base, False), (DatetimeFeatureGenerator, base.astype({"when": str}), True),
-             (DatetimeFeatureGenerator, many, True), (TextSpecialFeatureGenerator, base, False),
-             (TextSpecialFeatureGenerator, base.assign(note=[b"bytes"]), True),
-             (TextSpecialFeatureGenerator, many, True)]
-    for kind, X, autogluon in cases:
-        expected = own[kind].transform(X.copy())
+    real = fast.transform.args[1]
+    monkeypatch.setattr(fast, "transform", partial(_few_rows, fast, lambda X: slow.append(1) or real(X)))
+    plain = frame_of([(1.5, 3, True, "red", datetime(2024, 5, 6, 7, 8, 9), "Hello, World!")], False)
+    cases = {"plain": (plain, False), "many": (pd.concat([plain] * (FEW_ROWS + 1), ignore_index=True), True),
+             "nullable": (plain.astype({"cnt": "Int64"}), True), "dates as text": (plain.astype({"when": str}), True),
+             "bytes": (plain.assign(note=np.array([b"bytes"], dtype=object)), True)}
+    for name, (X, autogluon) in cases.items():
+        expected = own.transform(X.copy())
         slow.clear()
-        got = fast[kind].transform(X.copy())
-        assert slow == ([kind] if autogluon else []), (kind, X.dtypes)
+        got = fast.transform(X.copy())
+        assert bool(slow) is autogluon, name
         pd.testing.assert_frame_equal(got, expected, check_exact=True)

@@ -22,7 +22,8 @@ from tests.support.data import FEATURES
 @pytest.fixture(scope="module")
 def served(repository_path):
     settings = load_settings(environ={}, overrides={"ENV": "testing", "BATCHING": False})
-    registry = ModelRegistry(ModelRepository(repository_path), names=("binary", "multiclass"), default="binary")
+    registry = ModelRegistry(ModelRepository(repository_path), names=("binary", "multiclass", "regression"),
+                             default="binary")
     registry.refresh(settings)
     return registry
 
@@ -35,17 +36,22 @@ def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, d
     assert got.predictions == in_process[name].predict(frame).tolist()
 
 
-@pytest.mark.parametrize("name", ["binary", "multiclass"])
-def test_feature_generators_in_numpy_give_autogluon_s_probabilities_row_by_row(served, in_process, dataset, name):
-    """The mixed-type models' datetime and text-special generators take the few-rows path once loaded; one row at a
-    time and a few at once, the served probabilities are AutoGluon's own (unpatched, in-process) to the bit."""
+@pytest.mark.parametrize("name", ["binary", "multiclass", "regression"])
+def test_features_in_columns_give_autogluon_s_answers_row_by_row(served, in_process, dataset, name):
+    """Once loaded, the mixed-type models' feature pipeline takes the few-rows path; one row at a time and a few at
+    once, the served answers are AutoGluon's own (unpatched, in-process) to the bit."""
     _, test = dataset
-    assert served.status()[name]["generators_in_numpy"] == ["DatetimeFeatureGenerator", "TextSpecialFeatureGenerator"]
+    assert {"DatetimeFeatureGenerator", "TextSpecialFeatureGenerator", "CategoryFeatureGenerator"} <= \
+        set(served.status()[name]["features_in_columns"])
     model, frame = served.get(name), test[FEATURES]
     for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19]]:
         rows = rows.reset_index(drop=True)
-        expected = in_process[name].predict_proba(rows, as_multiclass=True).to_numpy(dtype="float64")
-        assert model.predict_frame(rows).matrix.tobytes() == expected.tobytes()
+        if name == "regression":
+            expected = in_process[name].predict(rows).to_numpy(dtype="float64")
+            assert np.array(model.predict_frame(rows).predictions).tobytes() == expected.tobytes()
+        else:
+            expected = in_process[name].predict_proba(rows, as_multiclass=True).to_numpy(dtype="float64")
+            assert model.predict_frame(rows).matrix.tobytes() == expected.tobytes()
 
 
 def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
