@@ -33,9 +33,11 @@ def cap_estimator_jobs(predictor, threads: int) -> list[str]:
     return sorted(changed)
 
 
-def estimators(predictor):
-    """(model, scikit-learn estimator) of every in-memory model, the children of bagged ensembles included."""
-    from sklearn.base import BaseEstimator
+def estimators(predictor, kind: type | None = None):
+    """(model, fitted estimator) of every in-memory model, the children of bagged ensembles included: the
+    estimators of class kind (scikit-learn's, by default)."""
+    if kind is None:
+        from sklearn.base import BaseEstimator as kind
 
     stack = list(predictor._trainer.models.values())  # persisted models are objects, others names
     while stack:
@@ -43,7 +45,7 @@ def estimators(predictor):
         if isinstance(getattr(model, "models", None), list):  # a bagged ensemble: its persisted children
             stack.extend(model.models)
         estimator = getattr(model, "model", None)
-        if isinstance(estimator, BaseEstimator):
+        if isinstance(estimator, kind):
             yield model, estimator
 
 

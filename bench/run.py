@@ -98,6 +98,7 @@ def in_process(repository: Path, name: str, sample: dict,
     speed drifts by a fifth within minutes)."""
     from autogluon.tabular import TabularPredictor
 
+    from app.inference.boosters import boosters_reading_blocks
     from app.inference.forests import forests_in_turn
     from app.inference.generators import pipeline_in_columns
     from app.threads import apply_thread_limits, cap_estimator_jobs
@@ -122,6 +123,7 @@ def in_process(repository: Path, name: str, sample: dict,
     autogluon_p50 = statistics.median(single()) * 1000  # AutoGluon's own call: forests in joblib, features in DataFrames
     forests_in_turn(predictor)  # then as each worker calls them: the baseline is the same model call
     pipeline_in_columns(predictor._learner.feature_generator)
+    boosters_reading_blocks(predictor)
     def rows_per_s() -> float:
         timings = []
         for _ in range(RUNS):

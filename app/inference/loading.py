@@ -7,6 +7,7 @@ import time
 from typing import Any, Mapping
 
 from app.config import math_threads
+from app.inference.boosters import boosters_reading_blocks
 from app.inference.errors import ModelLoadError
 from app.inference.explain import load_background
 from app.inference.features import RowSpec
@@ -64,6 +65,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     capped = cap_estimator_jobs(predictor, math_threads(settings))
     in_turn = forests_in_turn(predictor)
     in_columns = pipeline_in_columns(predictor._learner.feature_generator)
+    reading_blocks = boosters_reading_blocks(predictor)
     model = ServedModel(version.name, version.version, manifest, predictor, spec)
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
@@ -77,5 +79,5 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted), "jobs_capped": capped, "forests_without_joblib": in_turn,
-             "features_in_columns": in_columns}
+             "features_in_columns": in_columns, "boosters_reading_blocks": reading_blocks}
     return model, facts

@@ -22,10 +22,43 @@ from tests.support.data import FEATURES
 @pytest.fixture(scope="module")
 def served(repository_path):
     settings = load_settings(environ={}, overrides={"ENV": "testing", "BATCHING": False})
-    registry = ModelRegistry(ModelRepository(repository_path), names=("binary", "multiclass", "regression"),
+    registry = ModelRegistry(ModelRepository(repository_path), names=("binary", "multiclass", "regression", "quantile"),
                              default="binary")
     registry.refresh(settings)
     return registry
+
+
+@pytest.mark.parametrize("name", ["binary", "multiclass"])
+def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, dataset, name):
+    _, test = dataset
+    model, frame = served.get(name), test[FEATURES]
+    got = model.predict_frame(frame)
+    assert got.predictions == in_process[name].predict(frame).tolist()
+
+
+@pytest.mark.parametrize("name", ["binary", "multiclass", "regression", "quantile"])
+def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, dataset, name):
+    """Once loaded, the mixed-type models' feature pipeline runs in columns and their LightGBM boosters read a
+    matrix; one row at a time and a few at once, the served answers are AutoGluon's own (unpatched, in-process)
+    to the bit."""
+    _, test = dataset
+    facts = served.status()[name]
+    assert {"DatetimeFeatureGenerator", "TextSpecialFeatureGenerator", "CategoryFeatureGenerator"} <= \
+        set(facts["features_in_columns"])
+    # a quantile model's LightGBM is AutoGluon's QuantileBooster (a booster per level), left as it is
+    assert facts["boosters_reading_blocks"] == ([] if name == "quantile" else ["LightGBM"])
+    model, frame = served.get(name), test[FEATURES]
+    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19]]:
+        rows = rows.reset_index(drop=True)
+        got = model.predict_frame(rows)
+        if name in ("binary", "multiclass"):
+            expected, ours = in_process[name].predict_proba(rows, as_multiclass=True), got.matrix
+        elif name == "quantile":
+            expected = in_process[name].predict(rows)
+            ours = np.array([[row[level] for level in got.columns] for row in got.predictions])
+        else:
+            expected, ours = in_process[name].predict(rows), np.array(got.predictions)
+        assert ours.tobytes() == expected.to_numpy(dtype="float64").tobytes()
 
 
 @pytest.mark.parametrize("name", ["binary", "multiclass"])
