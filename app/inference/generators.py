@@ -23,7 +23,8 @@ from autogluon.features.generators import (AsTypeFeatureGenerator, BinnedFeature
                                           CategoryFeatureGenerator, CategoryMemoryMinimizeFeatureGenerator,
                                           DatetimeFeatureGenerator, DropDuplicatesFeatureGenerator,
                                           DropUniqueFeatureGenerator, FillNaFeatureGenerator,
-                                          IdentityFeatureGenerator, TextSpecialFeatureGenerator)
+                                          IdentityFeatureGenerator, TextNgramFeatureGenerator,
+                                          TextSpecialFeatureGenerator)
 
 FEW_ROWS = 16  # beyond, pandas' vectorised operations cost less than Python loops over the rows
 NAT = np.iinfo(np.int64).min
@@ -113,12 +114,14 @@ def _as_autogluon(generator, columns: Columns, n: int) -> Columns:
     """A generator without a column path: AutoGluon's transform on a DataFrame of its columns."""
     frame = generator.transform(pd.DataFrame({name: _copy(values) for name, values in columns.items()},
                                              index=pd.RangeIndex(n)))
-    if not frame.columns.is_unique or not all(isinstance(dtype, np.dtype) for dtype in frame.dtypes):
-        raise Declined
-    if frame.dtypes.nunique() == 1:  # one block (the n-gram counts): its columns are views of one array
+    dtypes = list(frame.dtypes)
+    if not frame.columns.is_unique or not all(isinstance(dtype, (np.dtype, pd.CategoricalDtype)) for dtype in dtypes):
+        raise Declined  # nullable and other extension dtypes
+    if len(set(dtypes)) == 1 and isinstance(dtypes[0], np.dtype):  # one block: its columns are views of one array
         matrix = frame.to_numpy()
         return {name: matrix[:, j] for j, name in enumerate(frame.columns)}
-    return {name: frame[name].to_numpy() for name in frame.columns}
+    return {name: frame[name].array if isinstance(dtype, pd.CategoricalDtype) else frame[name].to_numpy()
+            for name, dtype in zip(frame.columns, dtypes)}
 
 
 def _copy(values):
@@ -227,6 +230,25 @@ def _shares(counts: list[int], totals: list[int]) -> np.ndarray:
     return np.array([count / total if total else 0.0 for count, total in zip(counts, totals)], dtype=np.float32)
 
 
+def _text_ngram(generator, columns: Columns) -> Columns:
+    """TextNgramFeatureGenerator: the same vectorizer calls on the same text (the row's texts joined by ". " for the
+    combined vectorizer), each row's count of distinct n-grams after them, then the tokens kept at fit."""
+    if not all(values.dtype == object and all(type(value) is str for value in values) for values in columns.values()):
+        raise Declined
+    out = {}
+    for feature, vectorizer in zip(generator.vectorizer_features or [], generator.vectorizers):
+        text = [". ".join(row) for row in zip(*columns.values())] if feature == "__nlp__" else columns[feature]
+        counts = vectorizer.transform(text).toarray()
+        counts = np.append(counts, np.expand_dims(np.count_nonzero(counts, axis=1).astype(np.uint16), axis=1), axis=1)
+        names = [str(name) for name in generator._feature_names_dict[feature]]
+        if len(names) != counts.shape[1] or not out.keys().isdisjoint(names):
+            raise Declined
+        out.update((name, counts[:, j]) for j, name in enumerate(names))
+    if generator.prefilter_tokens:
+        out = {name: values for (name, values), kept in zip(out.items(), generator.token_mask) if kept}
+    return out
+
+
 def _binned(generator, columns: Columns) -> Columns:
     """BinnedFeatureGenerator: each binned column's bin (numpy's digitize, as AutoGluon's bin_column)."""
     return {name: np.digitize(columns[name], bins=bins, right=True).astype(generator._astype_map[name])
@@ -241,4 +263,5 @@ def _kept(generator, columns: Columns) -> Columns:
 COLUMNS = {AsTypeFeatureGenerator: _astype, FillNaFeatureGenerator: _fillna, IdentityFeatureGenerator: _kept,
            CategoryFeatureGenerator: _category, CategoryMemoryMinimizeFeatureGenerator: _minimized,
            DatetimeFeatureGenerator: _datetime, TextSpecialFeatureGenerator: _text_special,
+           TextNgramFeatureGenerator: _text_ngram,
            BinnedFeatureGenerator: _binned, DropUniqueFeatureGenerator: _kept, DropDuplicatesFeatureGenerator: _kept}

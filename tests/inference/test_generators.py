@@ -25,13 +25,14 @@ def training_frame(n: int = 400) -> pd.DataFrame:
     text = [" ".join(rng.choice(WORDS) + rng.choice(list(SYMBOLS)) for _ in range(rng.integers(3, 9)))
             for _ in range(n)]
     text[::17] = [None] * len(text[::17])
+    title = [" ".join(rng.choice(WORDS[::-1], 4)) for _ in range(n)]
     when = pd.Series(pd.Timestamp("1990-01-01") + pd.to_timedelta(rng.integers(-30_000, 30_000, n), unit="D")
                      + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"))
     when[rng.random(n) < 0.1] = pd.NaT
     color = rng.choice(COLORS, n).astype(object)
     color[rng.random(n) < 0.1] = None
     return pd.DataFrame({"x": rng.normal(size=n), "cnt": rng.integers(-5, 50, n), "flag": rng.random(n) < 0.3,
-                         "color": color, "when": when, "note": text})
+                         "color": color, "when": when, "note": text, "title": title})
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +40,18 @@ def pipelines():
     """A fitted AutoML feature pipeline as AutoGluon has it, and a copy given the few-rows path."""
     from autogluon.features.generators import AutoMLPipelineFeatureGenerator
 
-    own = AutoMLPipelineFeatureGenerator(verbosity=0)
-    own.fit_transform(training_frame())
+    own = AutoMLPipelineFeatureGenerator(text_ngram_params={"prefilter_tokens": True, "prefilter_token_count": 12},
+                                         verbosity=0)
+    frame = training_frame()
+    own.fit_transform(frame, y=frame["x"] + frame["note"].str.len().fillna(0), problem_type="regression")
     fast = copy.deepcopy(own)
     in_columns = pipeline_in_columns(fast)
     assert {"AsTypeFeatureGenerator", "FillNaFeatureGenerator", "CategoryFeatureGenerator", "DatetimeFeatureGenerator",
-            "TextSpecialFeatureGenerator", "BinnedFeatureGenerator"} <= set(in_columns)
-    kinds = {type(g).__name__ for stage in fast.generators for g in stage}
-    assert "TextNgramFeatureGenerator" in kinds - set(in_columns), "one generator runs as AutoGluon's on its columns"
+            "TextSpecialFeatureGenerator", "BinnedFeatureGenerator", "TextNgramFeatureGenerator"} <= set(in_columns)
     text_special = next(g for stage in fast.generators for g in stage if type(g).__name__.startswith("TextSpecial"))
     assert len(text_special._symbols_per_feature["note"]) >= 10, "the data should keep most symbols"
+    ngrams = next(g for stage in fast.generators for g in stage if type(g).__name__.startswith("TextNgram"))
+    assert ngrams.prefilter_tokens and ngrams.features_in == ["note", "title"], "two texts joined, tokens chosen"
     return own, fast
 
 
@@ -57,17 +60,17 @@ TEXT = st.one_of(st.none(), st.text(st.sampled_from(SYMBOLS + "aZ09_é日\u00a0\
 WHEN = st.one_of(st.none(), st.datetimes(datetime(1677, 9, 23), datetime(2262, 4, 10)),
                  st.datetimes(datetime(1969, 12, 31), datetime(1970, 1, 2)))
 ROW = st.tuples(st.one_of(st.none(), st.floats()), st.integers(-2 ** 63, 2 ** 63 - 1), st.booleans(),
-                st.one_of(st.none(), st.sampled_from(COLORS), st.text(max_size=3)), WHEN, TEXT)
+                st.one_of(st.none(), st.sampled_from(COLORS), st.text(max_size=3)), WHEN, TEXT, TEXT)
 
 
 def frame_of(rows, flags_as_objects: bool) -> pd.DataFrame:
     """The rows as our tables build them: float64 with NaN, int64, bool (or objects), objects, datetime64[ns]."""
-    x, cnt, flag, color, when, note = zip(*rows)
+    x, cnt, flag, color, when, note, title = zip(*rows)
     return pd.DataFrame({"x": np.array([np.nan if v is None else v for v in x], dtype="float64"),
                          "cnt": np.array(cnt, dtype="int64"),
                          "flag": np.array(flag, dtype=object if flags_as_objects else bool),
                          "color": np.array(color, dtype=object), "when": np.array(when, dtype="datetime64[ns]"),
-                         "note": np.array(note, dtype=object)})
+                         "note": np.array(note, dtype=object), "title": np.array(title, dtype=object)})
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -91,7 +94,7 @@ def test_what_a_column_path_cannot_vouch_for_goes_to_autogluon(pipelines, monkey
     slow = []
     real = fast.transform.args[1]
     monkeypatch.setattr(fast, "transform", partial(_few_rows, fast, lambda X: slow.append(1) or real(X)))
-    plain = frame_of([(1.5, 3, True, "red", datetime(2024, 5, 6, 7, 8, 9), "Hello, World!")], False)
+    plain = frame_of([(1.5, 3, True, "red", datetime(2024, 5, 6, 7, 8, 9), "Hello, World!", "slow Fast")], False)
     cases = {"plain": (plain, False), "many": (pd.concat([plain] * (FEW_ROWS + 1), ignore_index=True), True),
              "nullable": (plain.astype({"cnt": "Int64"}), True), "dates as text": (plain.astype({"when": str}), True),
              "bytes": (plain.assign(note=np.array([b"bytes"], dtype=object)), True)}
@@ -101,3 +104,21 @@ def test_what_a_column_path_cannot_vouch_for_goes_to_autogluon(pipelines, monkey
         got = fast.transform(X.copy())
         assert bool(slow) is autogluon, name
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@pytest.mark.parametrize("kinds", [("TextNgramFeatureGenerator",), ("CategoryFeatureGenerator", "FillNaFeatureGenerator")])
+def test_a_generator_without_a_column_path_runs_as_autogluon_s_on_its_columns(pipelines, monkeypatch, kinds):
+    """Generators the module does not know get a DataFrame of their columns, and the call still gives AutoGluon's
+    frame, without falling back to AutoGluon's whole transform."""
+    import app.inference.generators as generators
+
+    own, fast = pipelines
+    slow = []
+    real = fast.transform.args[1]
+    monkeypatch.setattr(fast, "transform", partial(_few_rows, fast, lambda X: slow.append(1) or real(X)))
+    monkeypatch.setattr(generators, "COLUMNS", {kind: path for kind, path in generators.COLUMNS.items()
+                                                if kind.__name__ not in kinds})
+    X = frame_of([(1.5, 3, True, "red", datetime(2024, 5, 6, 7, 8, 9), "Hello, World!", "CHEAP x9"),
+                  (None, -4, False, None, None, None, None)], False)
+    pd.testing.assert_frame_equal(fast.transform(X.copy()), own.transform(X.copy()), check_exact=True)
+    assert not slow
