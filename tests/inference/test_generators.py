@@ -106,7 +106,8 @@ def test_what_a_column_path_cannot_vouch_for_goes_to_autogluon(pipelines, monkey
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
-@pytest.mark.parametrize("kinds", [("TextNgramFeatureGenerator",), ("CategoryFeatureGenerator", "FillNaFeatureGenerator")])
+@pytest.mark.parametrize("kinds", [("TextNgramFeatureGenerator",),
+                                   ("CategoryFeatureGenerator", "FillNaFeatureGenerator")])
 def test_a_generator_without_a_column_path_runs_as_autogluon_s_on_its_columns(pipelines, monkeypatch, kinds):
     """Generators the module does not know get a DataFrame of their columns, and the call still gives AutoGluon's
     frame, without falling back to AutoGluon's whole transform."""
