@@ -61,32 +61,6 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
         assert ours.tobytes() == expected.to_numpy(dtype="float64").tobytes()
 
 
-@pytest.mark.parametrize("name", ["binary", "multiclass"])
-def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, dataset, name):
-    _, test = dataset
-    model, frame = served.get(name), test[FEATURES]
-    got = model.predict_frame(frame)
-    assert got.predictions == in_process[name].predict(frame).tolist()
-
-
-@pytest.mark.parametrize("name", ["binary", "multiclass", "regression"])
-def test_features_in_columns_give_autogluon_s_answers_row_by_row(served, in_process, dataset, name):
-    """Once loaded, the mixed-type models' feature pipeline takes the few-rows path; one row at a time and a few at
-    once, the served answers are AutoGluon's own (unpatched, in-process) to the bit."""
-    _, test = dataset
-    assert {"DatetimeFeatureGenerator", "TextSpecialFeatureGenerator", "CategoryFeatureGenerator"} <= \
-        set(served.status()[name]["features_in_columns"])
-    model, frame = served.get(name), test[FEATURES]
-    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19]]:
-        rows = rows.reset_index(drop=True)
-        if name == "regression":
-            expected = in_process[name].predict(rows).to_numpy(dtype="float64")
-            assert np.array(model.predict_frame(rows).predictions).tobytes() == expected.tobytes()
-        else:
-            expected = in_process[name].predict_proba(rows, as_multiclass=True).to_numpy(dtype="float64")
-            assert model.predict_frame(rows).matrix.tobytes() == expected.tobytes()
-
-
 def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
     """A binary predictor's decision threshold (calibrate_decision_threshold) decides labels, as in predict."""
     _, test = dataset
