@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 from lightgbm import Booster
 
+from app.inference.generators import FEW_ROWS  # the rows the feature pipeline hands over in columns
 from app.threads import estimators
-
-FEW_ROWS = 16  # the conversion's fixed cost is what matters below; beyond, leave lightgbm's to scale
 
 
 def boosters_reading_blocks(predictor) -> list[str]:

@@ -174,10 +174,17 @@ def _minimized(generator, columns: Columns) -> Columns:
     return {name: columns[name].rename_categories(categories) for name, categories in generator._category_maps.items()}
 
 
+DATE_PARTS = {"year": lambda stamps: stamps.astype("datetime64[Y]").astype(np.int64) + 1970,
+              "month": lambda stamps: stamps.astype("datetime64[M]").astype(np.int64) % 12 + 1,
+              "day": lambda stamps: (stamps.astype("datetime64[D]")
+                                     - stamps.astype("datetime64[M]")).astype(np.int64) + 1,
+              "dayofweek": lambda stamps: (stamps.astype("datetime64[D]").astype(np.int64) + 3) % 7}  # 1970-01-01: Thu
+
+
 def _datetime(generator, columns: Columns) -> Columns:
     """DatetimeFeatureGenerator: each datetime as int64 nanoseconds (UTC; missing → the training's mean), then its
     year, month, day and day of week."""
-    if not set(generator.features) <= {"year", "month", "day", "dayofweek"}:
+    if not set(generator.features) <= DATE_PARTS.keys():
         raise Declined
     out = {}
     for name, values in columns.items():
@@ -186,15 +193,8 @@ def _datetime(generator, columns: Columns) -> Columns:
         ns = values.view(np.int64).copy()
         ns[ns == NAT] = generator._fillna_map[name].value
         out[name] = ns
-        stamps = ns.view(NANOSECONDS)
-        days = stamps.astype("datetime64[D]")
-        months = stamps.astype("datetime64[M]")
-        parts = {"year": lambda: stamps.astype("datetime64[Y]").astype(np.int64) + 1970,
-                 "month": lambda: months.astype(np.int64) % 12 + 1,
-                 "day": lambda: (days - months.astype("datetime64[D]")).astype(np.int64) + 1,
-                 "dayofweek": lambda: (days.astype(np.int64) + 3) % 7}  # 1970-01-01 was a Thursday (3)
         for part in generator.features:
-            out[f"{name}.{part}"] = parts[part]()
+            out[f"{name}.{part}"] = DATE_PARTS[part](ns.view(NANOSECONDS))
     return out
 
 
