@@ -52,6 +52,24 @@ def _plain(generator) -> bool:
     return generator._is_fit and not generator.passthrough and generator._pre_astype_generator is None
 
 
+def features_from_columns(predictor, columns: Columns, n: int) -> pd.DataFrame:
+    """What a predictor's feature pipeline makes of a DataFrame of these numpy columns (of n rows, by name), without
+    building that DataFrame: for the predictor's `transform_features=False`. Declined when the pipeline has no
+    few-rows path or would not take it."""
+    learner = predictor._learner
+    pipeline = learner.feature_generator
+    if n > FEW_ROWS or learner.feature_generators != [pipeline] or \
+            getattr(vars(pipeline).get("transform"), "func", None) is not _few_rows:
+        raise Declined
+    taken = {}
+    for name in pipeline.features_in:
+        column = columns.get(name) if type(name) is str else None
+        if not isinstance(column, np.ndarray):
+            raise Declined  # missing, or an extension array (nullable integers)
+        taken[name] = column.copy()  # ours: generators may write into their input
+    return _stages(pipeline, taken, n)
+
+
 def _few_rows(pipeline, slow: Callable, X: pd.DataFrame) -> pd.DataFrame:
     n = len(X)
     if n > FEW_ROWS or not isinstance(X.index, pd.RangeIndex) or X.index.start != 0 or X.index.step != 1:
@@ -63,17 +81,21 @@ def _few_rows(pipeline, slow: Callable, X: pd.DataFrame) -> pd.DataFrame:
             if column is None or not isinstance(column, pd.Series) or not isinstance(column.dtype, np.dtype):
                 raise Declined  # missing, duplicated, or an extension dtype (nullable integers, categories)
             columns[name] = column.to_numpy(copy=True)  # ours: generators may write into their input
-        for stage in pipeline.generators:
-            out = {}
-            for generator in stage:
-                part = _through(generator, columns, n)
-                if not out.keys().isdisjoint(part):
-                    raise Declined
-                out.update(part)
-            columns = out
-        return _frame(columns, n)
+        return _stages(pipeline, columns, n)
     except Declined:
         return slow(X)
+
+
+def _stages(pipeline, columns: Columns, n: int) -> pd.DataFrame:
+    for stage in pipeline.generators:
+        out = {}
+        for generator in stage:
+            part = _through(generator, columns, n)
+            if not out.keys().isdisjoint(part):
+                raise Declined
+            out.update(part)
+        columns = out
+    return _frame(columns, n)
 
 
 def _frame(columns: Columns, n: int) -> pd.DataFrame:

@@ -15,8 +15,9 @@ from app import metrics, tracing
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.features import RowSpec
+from app.inference.generators import Declined, features_from_columns
 from app.inference.tables import (SlowPath, Table, check_columns, columns_from_rows, frame_from_columns,
-                                  keys_match, merge_columns, table_from_records)
+                                  keys_match, merge_columns, model_columns, table_from_records)
 from app.schemas import messages_of, validate_rows
 
 CLASSIFICATION = ("binary", "multiclass")
@@ -232,10 +233,20 @@ class ServedModel:
     def frame(self, columns: dict[str, Any]) -> pd.DataFrame:
         return frame_from_columns(columns, self._kinds)
 
+    def predict_validated(self, columns: dict[str, Any], n: int) -> Prediction:
+        """Validated columns' answers. A few rows skip the DataFrame AutoGluon would take apart again: the feature
+        pipeline takes their columns (app/inference/generators.py) and the models its frame."""
+        data = model_columns(columns, self._kinds)
+        try:
+            features = features_from_columns(self.predictor, data, n)
+        except Declined:
+            return self.predict_frame(pd.DataFrame(data, copy=False))
+        return self.predict_frame(features, transform_features=False)
+
     def _predict_parts(self, parts: list[dict[str, Any]], counts: list[int]) -> list[Prediction]:
         started = time.perf_counter()
         columns = parts[0] if len(parts) == 1 else merge_columns(parts, self._kinds)
-        whole = self.predict_frame(self.frame(columns))
+        whole = self.predict_validated(columns, sum(counts))
         metrics.observe_batch(self.name, self.version, time.perf_counter() - started, sum(counts), len(counts))
         results, start = [], 0
         for count in counts:
@@ -246,14 +257,14 @@ class ServedModel:
         metrics.observe_predictions(self.name, self.version, self.problem_type, answered)
         return results
 
-    def predict_frame(self, frame: pd.DataFrame) -> Prediction:
+    def predict_frame(self, frame: pd.DataFrame, transform_features: bool = True) -> Prediction:
         predictor = self.predictor
         if self.problem_type in CLASSIFICATION:
             # One predict_proba call; labels are derived from it, as AutoGluon's predict would.
-            proba = predictor.predict_proba(frame, as_multiclass=True)
+            proba = predictor.predict_proba(frame, as_multiclass=True, transform_features=transform_features)
             classes = [str(c) for c in proba.columns]
             return Prediction(self._labels(proba), None, classes, matrix=proba.to_numpy(dtype="float64"))
-        result = predictor.predict(frame)
+        result = predictor.predict(frame, transform_features=transform_features)
         if isinstance(result, pd.DataFrame):  # quantile: one column per quantile level
             levels = [str(c) for c in result.columns]
             return Prediction(list(map(row_builder(tuple(levels)), result.to_numpy(dtype="float64").tolist())), None,
@@ -277,6 +288,5 @@ class ServedModel:
         row = reference.get("sample_row") or {f["name"]: None for f in self.features}
         started = time.perf_counter()
         # The same path as a request, without the batcher and without counting it as traffic.
-        columns = self.validate_table(table_from_records([row], self.feature_names))
-        self.predict_frame(self.frame(columns))
+        self.predict_validated(self.validate_table(table_from_records([row], self.feature_names)), 1)
         return (time.perf_counter() - started) * 1000

@@ -203,9 +203,14 @@ def _whole_lines(pattern: re.Pattern) -> re.Pattern:
 
 
 def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.DataFrame:
-    """A DataFrame with the dtypes AutoGluon casts exactly as in training. Every column is an array of its own, never
-    the validated column itself (the prediction log and monitoring read those after the model call), so pandas is
-    spared its own copy: half the cost of a mixed-type row's frame."""
+    """A DataFrame of model_columns."""
+    return pd.DataFrame(model_columns(columns, kinds), copy=False)
+
+
+def model_columns(columns: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
+    """Validated columns with the dtypes AutoGluon casts exactly as in training. Every column is an array of its own,
+    never the validated column itself (the prediction log and monitoring read those after the model call), so pandas
+    is spared its own copy: half the cost of a mixed-type row's frame."""
     data = {}
     for name, kind in kinds.items():
         values = columns[name]
@@ -219,7 +224,7 @@ def frame_from_columns(columns: dict[str, Any], kinds: dict[str, str]) -> pd.Dat
             data[name] = np.asarray(values, dtype=bool)
         else:
             data[name] = _objects(values)
-    return pd.DataFrame(data, copy=False)
+    return data
 
 
 def _integer_column(values):

@@ -137,7 +137,7 @@ def test_model_not_ready_is_503(tmp_path, repository_path, good_row):
 def test_unexpected_failure_is_500_with_the_request_id_logged(app, client, good_row, monkeypatch, capsys):
     model = app.extensions["agserve.models"].get("binary")
 
-    def explode(frame):
+    def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(model, "predict_frame", explode)

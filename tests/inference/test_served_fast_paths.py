@@ -14,7 +14,8 @@ from app.config import load_settings
 from app.inference import ModelRegistry, ModelRepository
 from app.inference.forests import forests_in_turn
 from app.inference.served import Prediction, rows_json
-from app.inference.tables import _datetime_column
+from app.frames import records
+from app.inference.tables import _datetime_column, table_from_records
 from app.threads import cap_estimator_jobs
 from tests.support.data import FEATURES
 
@@ -37,10 +38,10 @@ def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, d
 
 
 @pytest.mark.parametrize("name", ["binary", "multiclass", "regression", "quantile"])
-def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, dataset, name):
-    """Once loaded, the mixed-type models' feature pipeline runs in columns and their LightGBM boosters read a
-    matrix; one row at a time and a few at once, the served answers are AutoGluon's own (unpatched, in-process)
-    to the bit."""
+def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, dataset, monkeypatch, name):
+    """Once loaded, the mixed-type models' feature pipeline takes a few validated rows' columns without a DataFrame
+    and their LightGBM boosters read a matrix; one row at a time and a few at once, the served answers are
+    AutoGluon's own (unpatched, in-process, on the DataFrame of those rows) to the bit."""
     _, test = dataset
     facts = served.status()[name]
     assert {"DatetimeFeatureGenerator", "TextSpecialFeatureGenerator", "CategoryFeatureGenerator"} <= \
@@ -48,9 +49,17 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
     # a quantile model's LightGBM is AutoGluon's QuantileBooster (a booster per level), left as it is
     assert facts["boosters_reading_blocks"] == ([] if name == "quantile" else ["LightGBM"])
     model, frame = served.get(name), test[FEATURES]
-    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19]]:
+    learner = model.predictor._learner
+    bypassed = learner.transform_features
+
+    def transform_features(X):  # AutoGluon's own entry: a DataFrame built, then taken apart again
+        raise AssertionError(f"{len(X)} rows reached the DataFrame path")
+
+    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19], frame.iloc[:17]]:
         rows = rows.reset_index(drop=True)
-        got = model.predict_frame(rows)
+        table = table_from_records(records(rows), model.feature_names)
+        monkeypatch.setattr(learner, "transform_features", transform_features if len(rows) <= 16 else bypassed)
+        got = model.predict_validated(model.validate_table(table), len(rows))
         if name in ("binary", "multiclass"):
             expected, ours = in_process[name].predict_proba(rows, as_multiclass=True), got.matrix
         elif name == "quantile":
