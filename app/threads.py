@@ -33,17 +33,23 @@ def cap_estimator_jobs(predictor, threads: int) -> list[str]:
     return sorted(changed)
 
 
-def estimators(predictor, kind: type | None = None):
-    """(model, fitted estimator) of every in-memory model, the children of bagged ensembles included: the
-    estimators of class kind (scikit-learn's, by default)."""
-    if kind is None:
-        from sklearn.base import BaseEstimator as kind
-
+def models(predictor):
+    """Every in-memory model of the predictor, the children of bagged ensembles included."""
     stack = list(predictor._trainer.models.values())  # persisted models are objects, others names
     while stack:
         model = stack.pop()
         if isinstance(getattr(model, "models", None), list):  # a bagged ensemble: its persisted children
             stack.extend(model.models)
+        yield model
+
+
+def estimators(predictor, kind: type | None = None):
+    """(model, fitted estimator) of every in-memory model: the estimators of class kind (scikit-learn's, by
+    default)."""
+    if kind is None:
+        from sklearn.base import BaseEstimator as kind
+
+    for model in models(predictor):
         estimator = getattr(model, "model", None)
         if isinstance(estimator, kind):
             yield model, estimator

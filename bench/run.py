@@ -101,6 +101,7 @@ def in_process(repository: Path, name: str, sample: dict,
     from app.inference.boosters import boosters_reading_blocks
     from app.inference.forests import forests_in_turn
     from app.inference.generators import pipeline_in_columns
+    from app.inference.wrappers import wrappers_by_position
     from app.threads import apply_thread_limits, cap_estimator_jobs
 
     apply_thread_limits(1)  # like each of the 2 workers on this 2-core machine
@@ -124,6 +125,8 @@ def in_process(repository: Path, name: str, sample: dict,
     forests_in_turn(predictor)  # then as each worker calls them: the baseline is the same model call
     pipeline_in_columns(predictor._learner.feature_generator)
     boosters_reading_blocks(predictor)
+    wrappers_by_position(predictor)
+
     def rows_per_s() -> float:
         timings = []
         for _ in range(RUNS):

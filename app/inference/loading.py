@@ -13,6 +13,7 @@ from app.inference.explain import load_background
 from app.inference.features import RowSpec
 from app.inference.forests import forests_in_turn
 from app.inference.generators import pipeline_in_columns
+from app.inference.wrappers import wrappers_by_position
 from app.inference.manifest import file_checksums, installed_versions, saved_versions
 from app.inference.repository import ModelVersion, version_mismatch
 from app.inference.served import ServedModel
@@ -66,6 +67,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     in_turn = forests_in_turn(predictor)
     in_columns = pipeline_in_columns(predictor._learner.feature_generator)
     reading_blocks = boosters_reading_blocks(predictor)
+    by_position = wrappers_by_position(predictor)
     model = ServedModel(version.name, version.version, manifest, predictor, spec)
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
@@ -79,5 +81,6 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     model.max_cell_bytes = 4 * max(settings["MAX_TEXT_LENGTH"], settings["MAX_CATEGORY_LENGTH"], NAME_MAX) + 2
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted), "jobs_capped": capped, "forests_without_joblib": in_turn,
-             "features_in_columns": in_columns, "boosters_reading_blocks": reading_blocks}
+             "features_in_columns": in_columns, "boosters_reading_blocks": reading_blocks,
+             "wrappers_by_position": by_position}
     return model, facts

@@ -39,8 +39,8 @@ def test_labels_from_probabilities_equal_autogluon_predict(served, in_process, d
 
 @pytest.mark.parametrize("name", ["binary", "multiclass", "regression", "quantile"])
 def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, dataset, monkeypatch, name):
-    """Once loaded, the mixed-type models' feature pipeline takes a few validated rows' columns without a DataFrame
-    and their LightGBM boosters read a matrix; one row at a time and a few at once, the served answers are
+    """Once loaded, the mixed-type models' feature pipeline takes a few validated rows' columns without a DataFrame,
+    their LightGBM boosters read a matrix and AutoGluon's wrappers select by position; one row at a time and a few at once, the served answers are
     AutoGluon's own (unpatched, in-process, on the DataFrame of those rows) to the bit."""
     _, test = dataset
     facts = served.status()[name]
@@ -48,6 +48,7 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
         set(facts["features_in_columns"])
     # a quantile model's LightGBM is AutoGluon's QuantileBooster (a booster per level), left as it is
     assert facts["boosters_reading_blocks"] == ([] if name == "quantile" else ["LightGBM"])
+    assert facts["wrappers_by_position"] == ["ensemble inputs", "feature selection", "prediction order"]
     model, frame = served.get(name), test[FEATURES]
     learner = model.predictor._learner
     bypassed = learner.transform_features
