@@ -45,7 +45,8 @@ def _forest_sum(forest, classes: int | None, stacked: "StackedTrees | None", X):
     """ForestClassifier.predict_proba (classes: their count) or ForestRegressor.predict (None) of scikit-learn 1.9
     for one output."""
     check_is_fitted(forest)
-    X = forest._validate_X_predict(X)  # float32, the forest's feature count: what each tree would check again
+    if not _checked_already(forest, X):
+        X = forest._validate_X_predict(X)  # float32, the forest's feature count: what each tree would check again
     total = np.zeros((X.shape[0], classes) if classes else (X.shape[0],), dtype=np.float64)
     if stacked is not None and isinstance(X, np.ndarray) and X.shape[0] <= STACKED_MAX_ROWS:
         leaves = iter(stacked.leaf_values(X))
@@ -55,6 +56,14 @@ def _forest_sum(forest, classes: int | None, stacked: "StackedTrees | None", X):
         total += values[:, :classes] if classes else values[:, 0]
     total /= len(forest.estimators_)
     return total
+
+
+def _checked_already(forest, X) -> bool:
+    """Whether X is a few rows that scikit-learn's validation would hand back as they are (AutoGluon's float32
+    matrix, without names, infinities or NaN); 0.06 ms a call saved."""
+    return isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2 and X.flags.c_contiguous and \
+        X.shape[0] <= STACKED_MAX_ROWS and X.shape[1] == forest.n_features_in_ and \
+        not hasattr(forest, "feature_names_in_") and bool(np.isfinite(X).all())
 
 
 class StackedTrees:

@@ -12,7 +12,7 @@ runs it. A dtype or value a column path cannot vouch for sends the whole call to
 from __future__ import annotations
 
 import re
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Callable
 
 import numpy as np
@@ -113,8 +113,14 @@ def _frame(columns: Columns, n: int) -> pd.DataFrame:
             raise Declined
     for positions in groups.values():
         blocks.append(make_block(np.stack([values[i] for i in positions]), placement=positions, ndim=2))
-    manager = BlockManager(tuple(blocks), [pd.Index(list(columns)), pd.RangeIndex(n)])
+    manager = BlockManager(tuple(blocks), [_index(tuple(columns)), pd.RangeIndex(n)])
     return pd.DataFrame._from_mgr(manager, axes=manager.axes)
+
+
+@lru_cache(maxsize=64)
+def _index(names: tuple[str, ...]) -> pd.Index:
+    """The column index of a pipeline's output, built once (20 µs for 119 names); an Index is immutable."""
+    return pd.Index(list(names))
 
 
 def _through(generator, columns: Columns, n: int) -> Columns:
