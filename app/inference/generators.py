@@ -12,11 +12,13 @@ runs it. A dtype or value a column path cannot vouch for sends the whole call to
 from __future__ import annotations
 
 import re
+import weakref
 from functools import lru_cache, partial
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from pandas.core.dtypes.cast import coerce_indexer_dtype
 from pandas.core.internals import BlockManager
 from pandas.core.internals.api import make_block  # pandas' entry for libraries that build frames from blocks
 from autogluon.features.generators import (AsTypeFeatureGenerator, BinnedFeatureGenerator, BulkFeatureGenerator,
@@ -189,8 +191,32 @@ def _category(generator, columns: Columns) -> Columns:
     """CategoryFeatureGenerator: the same pandas.Categorical AutoGluon builds, with the training's categories."""
     if generator.category_map is None or generator._fillna_map is not None:
         raise Declined
-    return {name: pd.Categorical(columns[name], categories=categories)
-            for name, categories in generator.category_map.items()}
+    kinds = _categories.get(generator)
+    if kinds is None:
+        kinds = _categories[generator] = {name: _Categories(categories)
+                                          for name, categories in generator.category_map.items()}
+    return {name: kind.of(columns[name]) for name, kind in kinds.items()}
+
+
+class _Categories:
+    """A fitted column's categories, looked up as pandas' hash table looks them up, with their dtype built once."""
+
+    def __init__(self, categories):
+        self.dtype = pd.CategoricalDtype(categories)
+        self.position = {category: i for i, category in enumerate(self.dtype.categories)}
+        self.codes = coerce_indexer_dtype(np.array([-1]), self.dtype.categories).dtype
+
+    def of(self, values: np.ndarray) -> pd.Categorical:
+        """pd.Categorical(values, categories=...): a text's code is its category's position, -1 when unseen or
+        missing (a quarter of the cost; other values than text and missing ones go to pandas)."""
+        if values.dtype != object or not all(type(v) is str or v is None or (type(v) is float and v != v)
+                                             for v in values):
+            return pd.Categorical(values, categories=self.dtype.categories)
+        codes = np.fromiter((self.position.get(v, -1) for v in values), dtype=self.codes, count=len(values))
+        return pd.Categorical.from_codes(codes, dtype=self.dtype, validate=False)
+
+
+_categories: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # a fitted generator's, built once
 
 
 def _minimized(generator, columns: Columns) -> Columns:
