@@ -21,6 +21,7 @@ import pandas as pd
 from pandas.core.dtypes.cast import coerce_indexer_dtype
 from pandas.core.internals import BlockManager
 from pandas.core.internals.api import make_block  # pandas' entry for libraries that build frames from blocks
+from sklearn.feature_extraction.text import CountVectorizer
 from autogluon.features.generators import (AsTypeFeatureGenerator, BinnedFeatureGenerator, BulkFeatureGenerator,
                                           CategoryFeatureGenerator, CategoryMemoryMinimizeFeatureGenerator,
                                           DatetimeFeatureGenerator, DropDuplicatesFeatureGenerator,
@@ -292,7 +293,7 @@ def _text_ngram(generator, columns: Columns) -> Columns:
     out = {}
     for feature, vectorizer in zip(generator.vectorizer_features or [], generator.vectorizers):
         text = [". ".join(row) for row in zip(*columns.values())] if feature == "__nlp__" else columns[feature]
-        counts = vectorizer.transform(text).toarray()
+        counts = _counts(vectorizer, text)
         counts = np.append(counts, np.expand_dims(np.count_nonzero(counts, axis=1).astype(np.uint16), axis=1), axis=1)
         names = [str(name) for name in generator._feature_names_dict[feature]]
         if len(names) != counts.shape[1] or not out.keys().isdisjoint(names):
@@ -301,6 +302,33 @@ def _text_ngram(generator, columns: Columns) -> Columns:
     if generator.prefilter_tokens:
         out = {name: values for (name, values), kept in zip(out.items(), generator.token_mask) if kept}
     return out
+
+
+def _counts(vectorizer, texts: list[str]) -> np.ndarray:
+    """CountVectorizer.transform(texts).toarray() without the sparse matrix: each text's tokens from the same analyzer
+    counted against the vocabulary as scikit-learn counts them (int32, then the vectorizer's dtype, wrapping as it
+    does; binary: 1 where a token occurs). Other vectorizers (TF-IDF) are called as they are."""
+    if type(vectorizer) is not CountVectorizer:
+        return vectorizer.transform(texts).toarray()
+    vectorizer._check_vocabulary()
+    analyze = _analyzers.get(vectorizer)
+    if analyze is None:
+        analyze = _analyzers[vectorizer] = vectorizer.build_analyzer()
+    vocabulary = vectorizer.vocabulary_
+    counts = np.zeros((len(texts), len(vocabulary)), dtype=np.intc)
+    for i, text in enumerate(texts):
+        found: dict[int, int] = {}
+        for token in analyze(text):
+            j = vocabulary.get(token)
+            if j is not None:
+                found[j] = found.get(j, 0) + 1
+        counts[i, list(found)] = list(found.values())
+    if vectorizer.binary:
+        return (counts > 0).astype(vectorizer.dtype)
+    return counts.astype(vectorizer.dtype)
+
+
+_analyzers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # a fitted vectorizer's, built once
 
 
 def _binned(generator, columns: Columns) -> Columns:

@@ -123,3 +123,24 @@ def test_a_generator_without_a_column_path_runs_as_autogluon_s_on_its_columns(pi
                   (None, -4, False, None, None, None, None)], False)
     pd.testing.assert_frame_equal(fast.transform(X.copy()), own.transform(X.copy()), check_exact=True)
     assert not slow
+
+
+@pytest.mark.parametrize("options", [{}, {"binary": True}, {"dtype": np.float32}, {"dtype": np.int64},
+                                     {"analyzer": "char_wb", "ngram_range": (2, 3)}])
+def test_counting_tokens_gives_the_vectorizer_s_matrix(options):
+    """The n-gram path's counts equal CountVectorizer.transform(...).toarray(): AutoGluon's default vectorizer (uint8:
+    a token seen 300 times wraps as scikit-learn's cast wraps it), binary, other dtypes and analyzers; texts without a
+    known token, empty, or of symbols only."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    from app.inference.generators import _counts
+
+    training = ["fast cheap car", "slow car", "cheap cheap fast", "ÉTÉ naïve 日本", "fast car car"] * 3
+    vectorizer = CountVectorizer(**{"min_df": 1, "ngram_range": (1, 3), "dtype": np.uint8, **options}).fit(training)
+    texts = ["fast car", "unknown words only", "", "!?.", "cheap " * 300, "ÉTÉ naïve 日本 fast fast", "car\tcar\ncar"]
+    for rows in (texts[:1], texts[2:3], texts):
+        expected = vectorizer.transform(rows).toarray()
+        got = _counts(vectorizer, rows)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    tfidf = TfidfVectorizer().fit(training)  # another vectorizer: called as it is
+    assert _counts(tfidf, texts).tobytes() == tfidf.transform(texts).toarray().tobytes()
