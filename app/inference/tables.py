@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.inference.errors import InvalidInput
 from app.values import DATETIME_MAX, DATETIME_MIN, DATETIME_TEXT, NAME_MAX, NUMBER_TEXT_MAX
@@ -111,11 +113,50 @@ def check_columns(table: Table, features: list[str], unknown: str, missing: str)
     return table
 
 
+NUMERIC_KINDS = ("numeric", "integer")  # the kinds numbers() converts
+
+
+class CsvText(list):
+    """A CSV column's text as read (None for an empty cell) and, when pyarrow could parse every cell, its numbers."""
+
+    __slots__ = ("floats",)
+
+    def __init__(self, values: list[Any], floats: tuple[np.ndarray, np.ndarray] | None = None):
+        super().__init__(values)
+        self.floats = floats  # float64 (NaN where missing) and where missing
+
+
+def parsed_floats(cells: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """pyarrow's cast of text cells to float64 and where cells are missing: correctly rounded as float() rounds, 20
+    times cheaper a cell; None when it refuses one (it accepts less than float(): no spaces, underscores or non-ASCII
+    digits), for float() to judge."""
+    if len(cells) == 0 or (pc.max(pc.binary_length(cells)).as_py() or 0) > NUMBER_TEXT_MAX:  # None: no text
+        return None
+    try:
+        cast = pc.cast(cells, pa.float64())
+    except pa.ArrowInvalid:
+        return None
+    return np.array(cast.to_numpy()), cast.is_null().to_numpy()  # a copy: writable, and no arrow buffer kept
+
+
 def numbers(values: list[Any], integral: bool) -> np.ndarray:
     """float64 with NaN for missing; text (CSV) parsed the way float() parses it."""
+    if type(values) is CsvText and values.floats is not None:
+        array, missing = values.floats
+    else:
+        array, missing = _python_numbers(values)
+    present = array[~missing]
+    if not np.isfinite(present).all() or (integral and (present != np.round(present)).any()):
+        raise SlowPath()
+    if integral and np.abs(present).max(initial=0) >= 2 ** 53:
+        raise SlowPath()  # beyond exact float64 integers: let marshmallow judge
+    return array
+
+
+def _python_numbers(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     kinds = set(map(type, values))
     if not kinds:  # a column of no rows
-        return np.empty(0, dtype="float64")
+        return np.empty(0, dtype="float64"), np.empty(0, dtype=bool)
     some_missing = type(None) in kinds  # a column without gaps is converted whole, at C speed
     if kinds <= {int, float, type(None)}:
         try:
@@ -136,12 +177,7 @@ def numbers(values: list[Any], integral: bool) -> np.ndarray:
         missing = _gaps(values, some_missing)
     else:
         raise SlowPath()
-    present = array[~missing]
-    if not np.isfinite(present).all() or (integral and (present != np.round(present)).any()):
-        raise SlowPath()
-    if integral and np.abs(present).max(initial=0) >= 2 ** 53:
-        raise SlowPath()  # beyond exact float64 integers: let marshmallow judge
-    return array
+    return array, missing
 
 
 def _gaps(values: list[Any], some_missing: bool) -> np.ndarray:

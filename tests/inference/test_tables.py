@@ -6,13 +6,15 @@ import random
 from datetime import datetime, timezone
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from app.inference.features import RowSpec
-from app.inference.tables import PLAIN_DATETIME, SlowPath, Table, all_match, table_from_records
+from app.inference.tables import (PLAIN_DATETIME, CsvText, SlowPath, Table, all_match, numbers, parsed_floats,
+                                  table_from_records)
 from app.schemas import validate_rows
 from app.values import DATETIME_TEXT
 
@@ -91,6 +93,34 @@ def test_csv_text_is_converted_column_wise():
     assert columns["num"].tolist()[0] == 1.5 and math.isnan(columns["num"][1]) and columns["num"][2] == 2.0
     assert columns["cnt"].tolist()[:2] == [3.0, 4.0] and columns["color"] == ["red", "blue", None]
     assert columns["flag"] == [True, False, None]
+
+
+# Text near numbers: what float() reads and pyarrow may not (spaces, underscores, non-ASCII digits, infinities),
+# float64's edges and halfway cases written out in full, and longer than any number the fast path reads.
+NUMBER_TEXT = (st.text(alphabet="0123456789.eE+-_ \t\n\xa0\u2003٣infatyINFATY", max_size=12)
+               | st.floats().map(repr) | st.floats().map(lambda x: f"{x:.40g}")
+               | st.integers(-2 ** 70, 2 ** 70).map(str) | st.text(alphabet="0123456789", min_size=60, max_size=70)
+               | st.sampled_from(["2.2250738585072011e-308", "9007199254740993", "1.7976931348623159e308",
+                                  "0.1000000000000000055511151231257827", "-0", "+.5", "1.", "١٢", "1e-400"]))
+
+
+def number_outcome(values, integral):
+    try:
+        array = numbers(values, integral)
+    except SlowPath:
+        return "slow"
+    return np.where(np.isnan(array), np.nan, array).tobytes()  # one NaN: pyarrow's and np.nan may differ in bits
+
+
+@given(st.lists(st.none() | NUMBER_TEXT, min_size=1, max_size=6), st.booleans())
+@settings(max_examples=1500, deadline=None)
+@example(["1.5", None, "-0"], False)
+def test_numbers_parsed_by_pyarrow_are_float_s(cells, integral):
+    """CSV cells parsed by pyarrow give float()'s numbers to the bit, or go to float() (then marshmallow)."""
+    floats = parsed_floats(pa.chunked_array([pa.array(cells, type=pa.string())]))
+    if cells == ["1.5", None, "-0"]:
+        assert floats is not None  # the plain case is pyarrow's
+    assert number_outcome(CsvText(cells, floats), integral) == number_outcome(list(cells), integral)
 
 
 # Texts near the date-time patterns: digits (ASCII and others), separators, line breaks, spaces, zones.
