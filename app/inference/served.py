@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import chain, compress
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -117,6 +117,11 @@ class DirectTicket:
             return self._predict_parts([columns], [n])[0]
         with tracing.model_call([trace], n, 1):
             return self._predict_parts([columns], [n])[0]
+
+
+class Classes(NamedTuple):
+    names: list[str]  # as the answer's columns
+    values: np.ndarray  # as AutoGluon's predict gives the labels
 
 
 class MaskedRows(dict):
@@ -260,10 +265,12 @@ class ServedModel:
     def predict_frame(self, frame: pd.DataFrame, transform_features: bool = True) -> Prediction:
         predictor = self.predictor
         if self.problem_type in CLASSIFICATION:
-            # One predict_proba call; labels are derived from it, as AutoGluon's predict would.
-            proba = predictor.predict_proba(frame, as_multiclass=True, transform_features=transform_features)
-            classes = [str(c) for c in proba.columns]
-            return Prediction(self._labels(proba), None, classes, matrix=proba.to_numpy(dtype="float64"))
+            # One predict_proba call, as the array its DataFrame would wrap; labels derived as AutoGluon's predict would.
+            proba = predictor.predict_proba(frame, as_multiclass=True, as_pandas=False,
+                                            transform_features=transform_features)
+            classes = self._classes
+            return Prediction(self._labels(proba, classes.values), None, classes.names,
+                              matrix=np.asarray(proba, dtype="float64"))
         result = predictor.predict(frame, transform_features=transform_features)
         if isinstance(result, pd.DataFrame):  # quantile: one column per quantile level
             levels = [str(c) for c in result.columns]
@@ -271,16 +278,22 @@ class ServedModel:
                               levels)
         return Prediction(result.to_numpy(dtype="float64").tolist(), None)
 
-    def _labels(self, proba: pd.DataFrame) -> list[Any]:
+    @cached_property
+    def _classes(self) -> "Classes":
+        """The columns of AutoGluon's predict_proba DataFrame: its class labels as a pandas Index makes them."""
+        index = pd.Index(self.predictor.class_labels)
+        return Classes([str(c) for c in index], np.asarray(index))
+
+    def _labels(self, values: np.ndarray, classes: np.ndarray) -> list[Any]:
         """AutoGluon's predict_from_proba without its DataFrame round trips (half a millisecond a call): the positive
-        class when its probability exceeds the decision threshold, else the first most probable class."""
-        values = proba.to_numpy()  # compared in AutoGluon's own dtype, as it does
+        class when its probability exceeds the decision threshold, else the first most probable class. The
+        probabilities are compared in AutoGluon's own dtype, as it does."""
         if self.problem_type == "binary":
             threshold = self.predictor.decision_threshold
             picked = (values[:, 1] > (0.5 if threshold is None else threshold)).astype(int)
         else:
             picked = values.argmax(axis=1)
-        return np.asarray(proba.columns)[picked].tolist()
+        return classes[picked].tolist()
 
     def warm_up(self) -> float:
         """Predict the manifest's sample row (or an all-missing row); return the latency in ms."""

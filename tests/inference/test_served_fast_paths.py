@@ -63,6 +63,8 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
         got = model.predict_validated(model.validate_table(table), len(rows))
         if name in ("binary", "multiclass"):
             expected, ours = in_process[name].predict_proba(rows, as_multiclass=True), got.matrix
+            assert got.columns == [str(c) for c in expected.columns]
+            assert got.predictions == in_process[name].predict(rows).tolist()
         elif name == "quantile":
             expected = in_process[name].predict(rows)
             ours = np.array([[row[level] for level in got.columns] for row in got.predictions])
