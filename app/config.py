@@ -286,6 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BIND", "127.0.0.1:8000", _bind, "Address gunicorn listens on."),
     Setting("WORKERS", 0, _non_negative_int, "Gunicorn worker processes (each loads every served model); 0: one per usable core, at most 2 (the cgroup CPU quota counts).", env="WEB_CONCURRENCY"),
     Setting("THREADS", 32, _positive_int, "Request threads per worker (gthread); with batching they mostly wait, so more threads mean larger batches."),
+    Setting("PIN_WORKERS", "auto", _choice("auto", "on", "off"), "Keep each worker on CPUs of its own: `on`, `off`, or `auto`: only when the server may use no more CPUs than it has workers (a machine or a cpuset sized for it; never when the affinity mask shows a whole node's cores). A worker runs Python on one core at a time (the GIL); kept on one core, its threads hand the GIL over there, with its caches warm (`make bench-knobs`)."),
     Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
     Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
     Setting("MAX_REQUESTS", 100_000, _non_negative_int, "Requests after which a worker is recycled (0: never); each recycle is a model load, so rare enough to cost under 1 % of throughput at 1,000 req/s a worker (BENCHMARKS.md)."),

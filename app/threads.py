@@ -1,8 +1,10 @@
-"""Capping math-library threads so N workers never oversubscribe the cores."""
+"""Capping math-library threads so N workers never oversubscribe the cores, and which cores each worker runs on."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -93,3 +95,20 @@ def _quota(fields: list[str]) -> float | None:
     except ValueError:
         return None
     return quota / period if quota > 0 and period > 0 else None
+
+
+def worker_cpu_groups(mode: str, allowed: Iterable[int], workers: int) -> list[frozenset[int]]:
+    """The CPU sets workers are pinned to (AGSERVE_PIN_WORKERS), or none: the allowed CPUs in min(workers, CPUs)
+    groups of neighbours. "auto" pins only when there are no more allowed CPUs than workers, so the CPUs are this
+    server's to share out (a machine or a cpuset sized for it), never when the mask shows a whole node's cores."""
+    cpus = sorted(allowed)
+    if mode == "off" or len(cpus) < 2 or (mode == "auto" and len(cpus) > workers):
+        return []
+    groups = min(workers, len(cpus))
+    return [frozenset(cpus[i * len(cpus) // groups:(i + 1) * len(cpus) // groups]) for i in range(groups)]
+
+
+def least_used(groups: list[frozenset[int]], taken: Iterable[frozenset[int] | None]) -> frozenset[int]:
+    """The group the fewest live workers hold (the first of those), so a replaced worker takes the freed CPUs."""
+    holders = Counter(group for group in taken if group is not None)
+    return min(groups, key=lambda group: holders[group])

@@ -1,7 +1,8 @@
 """make bench-knobs: which Gunicorn shape and recycling setting serve best here, measured rather than assumed.
 
-Each shape (workers × gthread threads, and gunicorn's gevent worker in place of ours) gets a fresh production
-server, then `/health/live` at concurrency 1 and 32 and one-row predictions at concurrency 32 for both bench models;
+Each shape (workers × gthread threads, and gunicorn's gevent worker in place of ours; workers pinned to CPUs or
+not) gets a fresh production server, then `/health/live` at concurrency 1 and 32 and one-row predictions at
+concurrency 1 and 32 for both bench models;
 the shapes take turns over ROUNDS rounds and the table gives medians. Then 60 s at concurrency 32 with the old and the new recycling default, per 10 s window.
 Appends both tables to BENCHMARKS.md (run `make bench` first: it rewrites the file).
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import LONG, ROOT, WORK, free_port, hey, log, prepare_models, start_server  # noqa: E402
 
-SHAPES = [(2, 32), (2, 8), (2, 16), (3, 8), (4, 8), (2, "gevent")]  # (workers, threads); the first is the default
+# (workers, threads, AGSERVE_PIN_WORKERS); the first is the default
+SHAPES = [(2, 32, "auto"), (2, 32, "off"), (2, 8, "auto"), (2, 16, "auto"), (3, 8, "auto"), (4, 8, "auto"),
+          (2, "gevent", "auto")]
 GEVENT = "--worker-class gevent --worker-connections 1000"  # gunicorn's own greenlet worker, our app unchanged
 ROUNDS = int(os.environ.get("BENCH_RUNS", "2"))
 SECONDS = os.environ.get("BENCH_KNOB_SECONDS", "6")
@@ -30,6 +33,8 @@ def measure(url: str, key: str) -> dict:
     figures = {"live_c1": hey(f"{url}/health/live", key, None, "", concurrency=1, duration=f"{SECONDS}s"),
                "live_c32": hey(f"{url}/health/live", key, None, "", concurrency=32, duration=f"{SECONDS}s")}
     for name in one:
+        figures[f"{name}_c1"] = hey(f"{url}/models/{name}/predict", key, one[name], "application/json",
+                                    concurrency=1, duration=f"{SECONDS}s")
         figures[f"{name}_c32"] = hey(f"{url}/models/{name}/predict", key, one[name], "application/json",
                                      concurrency=32, duration=f"{SECONDS}s")
     return figures
@@ -53,12 +58,12 @@ def main() -> None:
     key, _ = KeyStore(sqlite_file(auth_db), PEPPER).create("knobs", ["predict", "metrics"])
     results: dict[tuple, list[dict]] = {}
     for round_ in range(ROUNDS):
-        for workers, threads in SHAPES:
-            log(f"round {round_ + 1}: {workers} workers × {threads} threads")
+        for workers, threads, pin in SHAPES:
+            log(f"round {round_ + 1}: {workers} workers × {threads} threads, pinning {pin}")
             shape = {"GUNICORN_CMD_ARGS": GEVENT} if threads == "gevent" else {"AGSERVE_THREADS": str(threads)}
-            process, url = serving(repository, auth_db, WEB_CONCURRENCY=str(workers), **shape)
+            process, url = serving(repository, auth_db, WEB_CONCURRENCY=str(workers), AGSERVE_PIN_WORKERS=pin, **shape)
             try:
-                results.setdefault((workers, threads), []).append(measure(url, key))
+                results.setdefault((workers, threads, pin), []).append(measure(url, key))
             finally:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(60)
@@ -79,6 +84,9 @@ def main() -> None:
 
 
 def write(results: dict, long_runs: list) -> None:
+    def p50(runs: list[dict], key: str) -> str:
+        return f"p50 {statistics.median(r[key]['p50'] for r in runs):.2f} ms"
+
     def cell(runs: list[dict], key: str) -> str:
         rate = statistics.median(r[key]["throughput"] for r in runs)
         p99 = statistics.median(r[key]["p99"] for r in runs)
@@ -87,14 +95,17 @@ def write(results: dict, long_runs: list) -> None:
 
     lines = ["", "## Knobs: worker shape and recycling (`make bench-knobs`)", "",
              f"Production server, cache off; medians of {ROUNDS} rounds in which the shapes take turns, {SECONDS} s "
-             "per figure. One-row predictions at concurrency 32.", "",
-             "| Workers × threads | `/health/live` c=1 | `/health/live` c=32 | iris c=32 | mixed c=32 |",
-             "|---|---|---|---|---|"]
-    for (workers, threads), runs in results.items():
-        default = " (default)" if (workers, threads) == SHAPES[0] else ""
+             "per figure. One-row predictions. Pinning `auto` (the default) keeps each worker on one of this "
+             "machine's 2 CPUs (with 3 or 4 workers, CPUs are shared in turn); `off` leaves every worker on both.", "",
+             "| Workers × threads, pinning | `/health/live` c=1 | `/health/live` c=32 | iris c=1 | iris c=32 | "
+             "mixed c=1 | mixed c=32 |",
+             "|---|---|---|---|---|---|---|"]
+    for (workers, threads, pin), runs in results.items():
+        default = " (default)" if (workers, threads, pin) == SHAPES[0] else ""
         threads = "gevent (1000 connections each)" if threads == "gevent" else threads
-        lines.append(f"| {workers} × {threads}{default} | {cell(runs, 'live_c1')} | {cell(runs, 'live_c32')} | "
-                     f"{cell(runs, 'iris_c32')} | {cell(runs, 'mixed_c32')} |")
+        lines.append(f"| {workers} × {threads}, {pin}{default} | {cell(runs, 'live_c1')} | {cell(runs, 'live_c32')} | "
+                     f"{p50(runs, 'iris_c1')} | {cell(runs, 'iris_c32')} | {p50(runs, 'mixed_c1')} | "
+                     f"{cell(runs, 'mixed_c32')} |")
     lines += ["", f"Mixed model, {LONG} s at concurrency 32, by worker recycling setting (answered req/s per 10 s "
               "window; each recycle is a model load on this 2-core machine):", "",
               "| `AGSERVE_MAX_REQUESTS` (jitter) | Windows (req/s) | Last 3 ÷ first 3 |", "|---|---|---|"]

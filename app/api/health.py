@@ -46,7 +46,8 @@ def ready():
     """Readiness: every served model is loaded and warmed up in this worker."""
     registry = served_models()
     body = {"status": "ready" if registry.ready else "not_ready",
-            "worker": {"pid": os.getpid(), "thread_pools": current_app.config.get("THREAD_POOLS", [])}}
+            "worker": {"pid": os.getpid(), "thread_pools": current_app.config.get("THREAD_POOLS", []),
+                       "cpus": sorted(os.sched_getaffinity(0))}}
     if may_see("model_info"):
         body["models"] = registry.status()
     if not registry.ready:
