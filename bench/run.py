@@ -368,8 +368,10 @@ def main() -> None:
                 hey(target, key, one, "application/json", concurrency=4, requests_=400)  # warm both workers
                 scenario = results[name].setdefault("runs", {})
                 log(f"{name}: run {run + 1}: concurrency 1")
+                before = model_calls(url, key, name)
                 scenario.setdefault("c1", []).append(hey(target, key, one, "application/json", concurrency=1,
                                                          duration=f"{SECONDS}s"))
+                scenario["c1"][-1].update(batching_during(url, key, name, before, float(SECONDS)))
                 scenario["c1"][-1]["in_process_p50"] = singles[name]()  # the baseline again, minutes later
                 log(f"{name}: run {run + 1}: concurrency 32")
                 before = model_calls(url, key, name)
@@ -515,6 +517,8 @@ def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
             f"| 1 row, concurrency 32: the model's calls (from the server's /metrics) | "
             f"{c32['requests_per_call']:.1f} requests a call, {c32['call_ms']:.1f} ms a call, each worker's model "
             f"busy {c32['busy'] * 100:.0f} % of the run | p50 {base_p50:.2f} ms a one-row call alone | | | | |",
+            f"| 1 row, concurrency 1: the model's call inside the worker (from the server's /metrics) | "
+            f"{c1['call_ms']:.2f} ms a call (mean) | p50 {base_p50:.2f} ms, calls back to back | | | | |",
             f"| server's own cost, concurrency 1 (each run against the in-process p50 measured right after it) | "
             f"p50 {statistics.median(r['p50'] - r['in_process_p50'] for r in result['runs']['c1']):+.2f} ms | "
             f"p50 {c1['in_process_p50']:.2f} ms | | ≤ + 0.8 ms | | |",
@@ -579,6 +583,22 @@ def write_report(results: dict, facts: dict, ready_times: list[float]) -> None:
         "  takes two to three times its time alone, since the worker's request threads need the same GIL for their",
         "  own Python (about 1 ms a request) and the two cores are shared with the other worker and `hey`; more",
         "  threads, workers or batching wait do not change that (`make bench-knobs`).",
+        "- Workers on CPUs of their own (2026-12-07, fourth stop): timed inside a worker at concurrency 32 (getrusage",
+        "  around each call), an iris model call of a few rows took 1–2 ms at the median and 15–22 ms at p99, for",
+        "  0.8–1.1 ms of CPU, with 2–3 involuntary context switches at the median and 21–27 at p99: the kernel",
+        "  preempting and moving the worker's threads over the two cores shared with the other worker and `hey`, and",
+        "  every GIL hand-off crossing cores. Each worker kept to one core (`AGSERVE_PIN_WORKERS=auto`, the default:",
+        "  here 2 workers on 2 CPUs), taking turns with unpinned on one server, 3 rounds of 4 s: iris concurrency 32",
+        "  1,369–1,494 → 1,634–1,888 req/s (p99 53–71 → 45–51 ms), mixed 1,005–1,140 → 1,203–1,444 req/s (p99 62–90",
+        "  → 63–71 ms), iris concurrency 1 p50 1.1–1.2 → 1.0 ms; mixed concurrency 1 and `/health/live` moved within",
+        "  their spread. `make bench-knobs` measures the default shape pinned and not.",
+        "- Concurrency 1: the model's call inside a worker (its row above) takes longer than the same call made back",
+        "  to back in-process, and not because of the server's code: on this machine any code runs slower after its",
+        "  core has done something else for a while (caches cooled). Measured by hand in one process, 1,500 calls a",
+        "  figure: the mixed model's one-row call 1.04 ms back to back, 1.2–1.5 ms with 0.5 ms of sleep between",
+        "  calls, 1.7–1.8 ms with 2 ms; a plain Python and numpy workload 0.29 ms back to back, 0.44–0.50 ms with the",
+        "  same gaps (spinning instead of sleeping removed it in one round of two). A server's model call always",
+        "  follows other work, so part of the \"own cost\" against the back-to-back baseline is this.",
         "- The mixed model's call was mostly AutoGluon's fixed cost per call, the same for 1 to 64 rows: its feature",
         "  pipeline (every generator selecting and building DataFrames, each stage concatenating them: 6.9 ms of a",
         "  9.2 ms one-row call in-process on 2026-12-07) and LightGBM's conversion of the frame to its matrix (0.9 ms,",
