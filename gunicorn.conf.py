@@ -109,7 +109,10 @@ def post_fork(server, worker):
     JSON request met 1,600 page faults in its answer's encoding alone, 3 ms of its 40). The worker moves to its CPUs
     before it starts any thread (threads inherit them). Then the start is counted."""
     if getattr(worker, "cpus", None):
-        os.sched_setaffinity(0, worker.cpus)
+        try:
+            os.sched_setaffinity(0, worker.cpus)
+        except OSError as exc:  # a CPU taken away since the master started (cpuset changed): run unpinned
+            server.log.warning("worker not pinned to CPUs %s: %s", sorted(worker.cpus), exc)
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, MALLOC_KEEPS)

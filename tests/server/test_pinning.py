@@ -2,10 +2,12 @@
 replacement worker taking the CPUs its predecessor freed, under real gunicorn."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -83,3 +85,42 @@ def test_off_leaves_every_worker_on_every_allowed_cpu(repository_path, dataset):
     with gunicorn(repository_path, workers=2, AGSERVE_DEFAULT_MODEL="multiclass", AGSERVE_PIN_WORKERS="off") as server:
         _busy(server, dataset)
         assert all(_cpus_of_each_thread(pid) == {ALLOWED} for pid in server.worker_pids())
+
+
+@pytest.fixture()
+def cpuset_of_cpu_0():
+    """A real cgroup v1 cpuset holding only CPU 0; the path of its process list."""
+    root = Path("/sys/fs/cgroup/cpuset")
+    assert (root / "cpuset.cpus").is_file(), "this test needs the cgroup v1 cpuset controller"
+    folder = root / f"agserve-test-{os.getpid()}"
+    folder.mkdir()
+    try:
+        (folder / "cpuset.mems").write_text((root / "cpuset.mems").read_text())
+        (folder / "cpuset.cpus").write_text(str(min(ALLOWED)))
+        yield folder / "cgroup.procs"
+    finally:
+        for pid in (folder / "cgroup.procs").read_text().split():  # anything left goes back to the root
+            with contextlib.suppress(OSError):
+                (root / "cgroup.procs").write_text(pid)
+        folder.rmdir()
+
+
+@pytest.mark.server
+def test_a_worker_whose_cpu_was_taken_away_runs_unpinned_and_says_so(repository_path, dataset, tmp_path,
+                                                                    cpuset_of_cpu_0):
+    assert len(ALLOWED) == 2, f"this test needs a 2-CPU affinity mask (have {sorted(ALLOWED)})"
+    log = tmp_path / "gunicorn.log"
+    with gunicorn(repository_path, workers=2, AGSERVE_DEFAULT_MODEL="multiclass", log_path=log) as server:
+        held = {pid: _cpus_of_each_thread(pid) for pid in server.worker_pids()}
+        victim = next(pid for pid, cpus in held.items() if cpus == {frozenset({max(ALLOWED)})})
+        cpuset_of_cpu_0.write_text(str(server.process.pid))  # the master (and what it forks) may use CPU 0 only
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while victim in server.worker_pids() or len(server.worker_pids()) < 2:
+            assert time.monotonic() < deadline, "the master did not replace the killed worker"
+            time.sleep(0.1)
+        wait_for_every_worker(server, 2, 90)
+        _busy(server, dataset)
+        replacement = next(pid for pid in server.worker_pids() if pid not in held)
+        assert _cpus_of_each_thread(replacement) == {frozenset({min(ALLOWED)})}
+        assert f"worker not pinned to CPUs [{max(ALLOWED)}]" in log.read_text()
