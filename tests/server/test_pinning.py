@@ -50,6 +50,19 @@ def _busy(server, dataset, requests_: int = 16) -> None:
     assert all(answer.status_code == 200 for answer in answers)
 
 
+def _replaced(server, victim: int, dataset) -> int:
+    """Kill a worker; the pid of the worker the master starts in its place, once it answers."""
+    others = set(server.worker_pids()) - {victim}
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while victim in server.worker_pids() or len(server.worker_pids()) < 2:
+        assert time.monotonic() < deadline, "the master did not replace the killed worker"
+        time.sleep(0.1)
+    wait_for_every_worker(server, 2, 90)
+    _busy(server, dataset)
+    return next(pid for pid in server.worker_pids() if pid not in others)
+
+
 @pytest.mark.server
 def test_each_worker_and_its_threads_keep_to_their_cpu_and_a_replacement_takes_the_freed_one(repository_path,
                                                                                               dataset):
@@ -68,14 +81,7 @@ def test_each_worker_and_its_threads_keep_to_their_cpu_and_a_replacement_takes_t
 
         # The worker on the last CPU goes: its replacement must not simply take the first group.
         victim, survivor = sorted(held, key=lambda pid: max(next(iter(held[pid]))), reverse=True)
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 90
-        while victim in server.worker_pids() or len(server.worker_pids()) < 2:
-            assert time.monotonic() < deadline, "the master did not replace the killed worker"
-            time.sleep(0.1)
-        wait_for_every_worker(server, 2, 90)
-        _busy(server, dataset)
-        replacement = next(pid for pid in server.worker_pids() if pid != survivor)
+        replacement = _replaced(server, victim, dataset)
         assert _cpus_of_each_thread(replacement) == held[victim]
         assert _cpus_of_each_thread(survivor) == held[survivor]
 
@@ -114,13 +120,6 @@ def test_a_worker_whose_cpu_was_taken_away_runs_unpinned_and_says_so(repository_
         held = {pid: _cpus_of_each_thread(pid) for pid in server.worker_pids()}
         victim = next(pid for pid, cpus in held.items() if cpus == {frozenset({max(ALLOWED)})})
         cpuset_of_cpu_0.write_text(str(server.process.pid))  # the master (and what it forks) may use CPU 0 only
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 90
-        while victim in server.worker_pids() or len(server.worker_pids()) < 2:
-            assert time.monotonic() < deadline, "the master did not replace the killed worker"
-            time.sleep(0.1)
-        wait_for_every_worker(server, 2, 90)
-        _busy(server, dataset)
-        replacement = next(pid for pid in server.worker_pids() if pid not in held)
+        replacement = _replaced(server, victim, dataset)
         assert _cpus_of_each_thread(replacement) == {frozenset({min(ALLOWED)})}
         assert f"worker not pinned to CPUs [{max(ALLOWED)}]" in log.read_text()
