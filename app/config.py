@@ -334,12 +334,9 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
 
 def cpu_count() -> int:
     """Cores this process may use: the affinity mask, lowered to the cgroup CPU quota (a container's limit)."""
-    from app.threads import cgroup_cpu_limit
+    from app.threads import allowed_cpus, cgroup_cpu_limit
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = len(allowed_cpus())
     quota = cgroup_cpu_limit()
     return max(1, min(cores, int(quota))) if quota is not None else cores
 

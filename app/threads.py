@@ -97,6 +97,14 @@ def _quota(fields: list[str]) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
+def allowed_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity mask; every CPU where the OS has no such mask)."""
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
 def worker_cpu_groups(mode: str, allowed: Iterable[int], workers: int) -> list[frozenset[int]]:
     """The CPU sets workers are pinned to (AGSERVE_PIN_WORKERS), or none: the allowed CPUs in min(workers, CPUs)
     groups of neighbours. "auto" pins only when there are no more allowed CPUs than workers, so the CPUs are this

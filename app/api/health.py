@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify
 
 from app.auth import may_see, public
 from app.extensions import served_models
+from app.threads import allowed_cpus
 
 bp = Blueprint("health", __name__)
 
@@ -47,7 +48,7 @@ def ready():
     registry = served_models()
     body = {"status": "ready" if registry.ready else "not_ready",
             "worker": {"pid": os.getpid(), "thread_pools": current_app.config.get("THREAD_POOLS", []),
-                       "cpus": sorted(os.sched_getaffinity(0))}}
+                       "cpus": sorted(allowed_cpus())}}
     if may_see("model_info"):
         body["models"] = registry.status()
     if not registry.ready:
