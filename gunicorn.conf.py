@@ -63,7 +63,8 @@ HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
 threads = _settings["THREADS"]
 # Each worker on a core of its own when the cores are the server's (AGSERVE_PIN_WORKERS): one-row predictions at c=32
 # gained a fifth or more in interleaved runs here, as a worker's threads no longer hand the GIL across cores.
-_cpu_groups = worker_cpu_groups(_settings["PIN_WORKERS"], allowed_cpus(), workers)
+_cpu_groups = worker_cpu_groups(_settings["PIN_WORKERS"], allowed_cpus(), workers) \
+    if hasattr(os, "sched_setaffinity") else []  # an OS without affinity masks (not Linux): nothing to pin with
 # gunicorn parses requests with gunicorn_h1c's C parser when it is installed (requirements.txt pins it; "auto"
 # falls back to the Python parser otherwise): 0.1-0.2 ms less a request at c=1 in interleaved runs on this machine.
 http_parser = "auto"
