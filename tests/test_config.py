@@ -39,6 +39,7 @@ def test_production_listens_beyond_loopback():
     ("AGSERVE_MODELS", "ok,../bad", "not a valid model name"),
     ("WEB_CONCURRENCY", "-2", "positive integer"),
     ("AGSERVE_LOAD_MODELS_ON_START", "maybe", "true or false"),
+    ("AGSERVE_PIN_WORKERS", "always", "must be one of auto, on, off"),
     ("AGSERVE_OTLP_ENDPOINT", "otel-collector:4318", "http:// or https:// URL"),
 ])
 def test_invalid_setting_names_itself(variable, value, says):
