@@ -248,6 +248,10 @@ def test_any_traceparent_is_kept_when_valid_and_starts_a_new_trace_when_not(trac
     @given(st.one_of(valid_traceparent(), broken_traceparent()), TRACESTATE, st.sampled_from(sorted(bodies)))
     def check(parent, state, expected):
         parent, state = parent.strip(" \t"), None if state is None else state.strip(" \t")  # HTTP trims a field
+        # requests will not send a value that starts with \f or \v (its own check): a letter first, so the control
+        # character still reaches the server.
+        parent = "x" + parent if parent[:1] in ("\f", "\v") else parent
+        state = "x" + state if state is not None and state[:1] in ("\f", "\v") else state
         request_id = f"tp-{chosen_seed}-{len(sent)}"
         headers = {"traceparent": parent.encode("utf-8", "surrogatepass"), "X-Request-ID": request_id}
         if state is not None:
