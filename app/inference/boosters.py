@@ -43,28 +43,72 @@ def lightgbm_matrix(frame: pd.DataFrame, categories: list[list]) -> np.ndarray |
     n = len(frame)
     if not 1 <= n <= FEW_ROWS:
         return None
-    parts, coded = [], []
+    parts = []
     for block in frame._mgr.blocks:
-        positions = block.mgr_locs.as_array
         values = block.values
+        if isinstance(values, np.ndarray):
+            parts.append((block.mgr_locs.as_array, values))
+        elif isinstance(values, pd.Categorical):
+            parts.append(([int(block.mgr_locs.as_array[0])], values))
+        else:  # nullable or extension dtypes, datetimes: lightgbm's own path (or its refusal)
+            return None
+    return matrix_of(parts, frame.shape[1], n, categories)
+
+
+def matrix_of(parts: list, width: int, n: int, categories: list[list]) -> np.ndarray | None:
+    """The matrix of a frame given as (column positions, values) parts: a 2-D numeric block for several columns, or
+    one column's numeric array or pandas Categorical; None where lightgbm would do anything else."""
+    numeric, coded = [], []
+    for positions, values in parts:
         if isinstance(values, pd.Categorical):
-            coded.append((int(positions[0]), values))
-        elif isinstance(values, np.ndarray) and values.dtype.kind in "biuf" and values.dtype.itemsize <= 8:
-            parts.append((positions, values))
-        else:  # nullable or extension dtypes, objects, datetimes: lightgbm's own path (or its refusal)
+            coded.append((positions[0], values))
+        elif _numeric(values.dtype):
+            numeric.append((positions, values))
+        else:  # objects, nullable or extension dtypes: lightgbm's own path (or its refusal)
             return None
     if len(coded) != len(categories):
         return None
     for (position, values), trained in zip(sorted(coded, key=lambda item: item[0]), categories):
-        if list(values.categories) != list(trained):  # lightgbm would recode them first
+        codes = _codes(values, trained)
+        if codes is None:
             return None
-        codes = values.codes
-        if (codes == -1).any():
-            codes = codes.astype(np.float64)
-            codes[codes == -1] = np.nan
-        parts.append(([position], codes.reshape(1, n)))
-    target = np.result_type(*{values.dtype.type for _, values in parts}, np.float32)
-    matrix = np.empty((frame.shape[1], n), dtype=target)  # pandas interleaves a frame's blocks so, then transposes
-    for positions, values in parts:
+        numeric.append(([position], codes.reshape(1, n)))
+    target = np.result_type(*{values.dtype.type for _, values in numeric}, np.float32)
+    matrix = np.empty((width, n), dtype=target)  # pandas interleaves a frame's blocks so, then transposes
+    for positions, values in numeric:
         matrix[positions] = values
     return matrix.T
+
+
+def matrix_of_columns(columns: list, categories: list[list]) -> np.ndarray | None:
+    """The same matrix from a frame's columns in order (numeric arrays and pandas Categoricals of n rows each), in
+    one conversion instead of a copy per column."""
+    values, coded = list(columns), 0
+    for i, column in enumerate(columns):
+        if isinstance(column, pd.Categorical):
+            codes = _codes(column, categories[coded]) if coded < len(categories) else None
+            if codes is None:
+                return None
+            values[i], coded = codes, coded + 1
+        elif type(column) is not np.ndarray:
+            return None
+    dtypes = {column.dtype for column in values}
+    if coded != len(categories) or not all(_numeric(dtype) for dtype in dtypes):
+        return None
+    return np.array(values, dtype=np.result_type(*{dtype.type for dtype in dtypes}, np.float32)).T
+
+
+def _numeric(dtype) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.kind in "biuf" and dtype.itemsize <= 8
+
+
+def _codes(values: pd.Categorical, trained: list) -> np.ndarray | None:
+    """A categorical column's codes as lightgbm reads them (NaN for a missing or unseen value), or None when its
+    categories are not training's (lightgbm would recode them first)."""
+    if list(values.categories) != list(trained):
+        return None
+    codes = values.codes
+    if (codes == -1).any():
+        codes = codes.astype(np.float64)
+        codes[codes == -1] = np.nan
+    return codes

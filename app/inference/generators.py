@@ -55,10 +55,11 @@ def _plain(generator) -> bool:
     return generator._is_fit and not generator.passthrough and generator._pre_astype_generator is None
 
 
-def features_from_columns(predictor, columns: Columns, n: int) -> pd.DataFrame:
-    """What a predictor's feature pipeline makes of a DataFrame of these numpy columns (of n rows, by name), without
-    building that DataFrame: for the predictor's `transform_features=False`. Declined when the pipeline has no
-    few-rows path or would not take it."""
+def feature_columns(predictor, columns: Columns, n: int) -> Columns:
+    """What a predictor's feature pipeline makes of a DataFrame of these numpy columns (of n rows, by name), as the
+    columns of its output frame, without building either frame: for the predictor's `transform_features=False`
+    (through `frame_of`) or the models' arrays (ensembles.py). Declined when the pipeline has no few-rows path or
+    would not take it."""
     learner = predictor._learner
     pipeline = learner.feature_generator
     if n > FEW_ROWS or learner.feature_generators != [pipeline] or \
@@ -84,12 +85,12 @@ def _few_rows(pipeline, slow: Callable, X: pd.DataFrame) -> pd.DataFrame:
             if column is None or not isinstance(column, pd.Series) or not isinstance(column.dtype, np.dtype):
                 raise Declined  # missing, duplicated, or an extension dtype (nullable integers, categories)
             columns[name] = column.to_numpy(copy=True)  # ours: generators may write into their input
-        return _stages(pipeline, columns, n)
+        return frame_of(_stages(pipeline, columns, n), n)
     except Declined:
         return slow(X)
 
 
-def _stages(pipeline, columns: Columns, n: int) -> pd.DataFrame:
+def _stages(pipeline, columns: Columns, n: int) -> Columns:
     for stage in pipeline.generators:
         out = {}
         for generator in stage:
@@ -98,10 +99,10 @@ def _stages(pipeline, columns: Columns, n: int) -> pd.DataFrame:
                 raise Declined
             out.update(part)
         columns = out
-    return _frame(columns, n)
+    return columns
 
 
-def _frame(columns: Columns, n: int) -> pd.DataFrame:
+def frame_of(columns: Columns, n: int) -> pd.DataFrame:
     """One DataFrame laid out as pandas consolidates one, a block per numpy dtype (a frame of a block per column is
     quicker to build, 0.5 ms for 120 columns, and far slower for the models to read)."""
     values = list(columns.values())

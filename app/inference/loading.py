@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from app.config import math_threads
 from app.inference.boosters import boosters_reading_blocks
+from app.inference.ensembles import array_plan
 from app.inference.errors import ModelLoadError
 from app.inference.explain import load_background
 from app.inference.features import RowSpec
@@ -69,6 +70,7 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     reading_blocks = boosters_reading_blocks(predictor)
     by_position = wrappers_by_position(predictor)
     model = ServedModel(version.name, version.version, manifest, predictor, spec)
+    model.plan = array_plan(predictor)
     model.background = load_background(version.path, manifest, model)
     warmup_ms = model.warm_up()
     if settings["BATCHING"]:
@@ -82,5 +84,5 @@ def load(version: ModelVersion, settings: Mapping[str, Any]) -> tuple[ServedMode
     facts = {"load_seconds": round(time.perf_counter() - started, 3), "warmup_ms": round(warmup_ms, 2),
              "persisted": list(persisted), "jobs_capped": capped, "forests_without_joblib": in_turn,
              "features_in_columns": in_columns, "boosters_reading_blocks": reading_blocks,
-             "wrappers_by_position": by_position}
+             "wrappers_by_position": by_position, "array_plan": model.plan.taken if model.plan else []}
     return model, facts

@@ -15,7 +15,7 @@ from app import metrics, tracing
 from app.inference.batching import Batcher
 from app.inference.errors import InvalidInput
 from app.inference.features import RowSpec
-from app.inference.generators import Declined, features_from_columns
+from app.inference.generators import Declined, feature_columns, frame_of
 from app.inference.tables import (SlowPath, Table, check_columns, columns_from_rows, frame_from_columns,
                                   keys_match, merge_columns, model_columns, table_from_records)
 from app.schemas import messages_of, validate_rows
@@ -149,6 +149,7 @@ class ServedModel:
         self.cache_namespace = f"{name}:{version}"  # the registry adds the activation it loaded
         self.cache_max_rows = 100
         self.explain_chunk_rows = 512  # masked rows per model call; the loader applies AGSERVE_EXPLAIN_CHUNK_ROWS
+        self.plan = None  # the models' few-rows arrays, where the loader found a plan (app/inference/ensembles.py)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -239,14 +240,18 @@ class ServedModel:
         return frame_from_columns(columns, self._kinds)
 
     def predict_validated(self, columns: dict[str, Any], n: int) -> Prediction:
-        """Validated columns' answers. A few rows skip the DataFrame AutoGluon would take apart again: the feature
-        pipeline takes their columns (app/inference/generators.py) and the models its frame."""
+        """Validated columns' answers. A few rows skip the DataFrames AutoGluon would take apart again: the feature
+        pipeline takes their columns (app/inference/generators.py), and the models its columns where a plan covers
+        them (app/inference/ensembles.py), else its frame."""
         data = model_columns(columns, self._kinds)
         try:
-            features = features_from_columns(self.predictor, data, n)
+            features = feature_columns(self.predictor, data, n)
+            if self.plan is not None:
+                return self._classified(self.plan(features, n))
+            frame = frame_of(features, n)
         except Declined:
             return self.predict_frame(pd.DataFrame(data, copy=False))
-        return self.predict_frame(features, transform_features=False)
+        return self.predict_frame(frame, transform_features=False)
 
     def _predict_parts(self, parts: list[dict[str, Any]], counts: list[int]) -> list[Prediction]:
         started = time.perf_counter()
@@ -266,17 +271,19 @@ class ServedModel:
         predictor = self.predictor
         if self.problem_type in CLASSIFICATION:
             # One predict_proba call, as the array its DataFrame would wrap; labels derived as AutoGluon's predict would.
-            proba = predictor.predict_proba(frame, as_multiclass=True, as_pandas=False,
-                                            transform_features=transform_features)
-            classes = self._classes
-            return Prediction(self._labels(proba, classes.values), None, classes.names,
-                              matrix=np.asarray(proba, dtype="float64"))
+            return self._classified(predictor.predict_proba(frame, as_multiclass=True, as_pandas=False,
+                                                            transform_features=transform_features))
         result = predictor.predict(frame, transform_features=transform_features)
         if isinstance(result, pd.DataFrame):  # quantile: one column per quantile level
             levels = [str(c) for c in result.columns]
             return Prediction(list(map(row_builder(tuple(levels)), result.to_numpy(dtype="float64").tolist())), None,
                               levels)
         return Prediction(result.to_numpy(dtype="float64").tolist(), None)
+
+    def _classified(self, proba: np.ndarray) -> Prediction:
+        classes = self._classes
+        return Prediction(self._labels(proba, classes.values), None, classes.names,
+                          matrix=np.asarray(proba, dtype="float64"))
 
     @cached_property
     def _classes(self) -> "Classes":

@@ -140,7 +140,7 @@ def test_unexpected_failure_is_500_with_the_request_id_logged(app, client, good_
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(model, "predict_frame", explode)
+    monkeypatch.setattr(model, "predict_validated", explode)
     monkeypatch.setattr(data_plane(app), "cache", None)  # the row must reach the exploding model
     response = client.post("/predict", json={"data": [good_row]}, headers={"X-Request-ID": "boom-42"})
 

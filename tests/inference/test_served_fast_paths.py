@@ -49,17 +49,30 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
     # a quantile model's LightGBM is AutoGluon's QuantileBooster (a booster per level), left as it is
     assert facts["boosters_reading_blocks"] == ([] if name == "quantile" else ["LightGBM"])
     assert facts["wrappers_by_position"] == ["ensemble inputs", "feature selection", "prediction order"]
+    # classifiers' weighted ensembles (the multiclass one also over a random forest, given the pipeline's frame)
+    assert facts["array_plan"] == (["LightGBM on its matrix", "weighted ensemble on arrays"]
+                                   if name in ("binary", "multiclass") else [])
     model, frame = served.get(name), test[FEATURES]
-    learner = model.predictor._learner
-    bypassed = learner.transform_features
+    learner, trainer = model.predictor._learner, model.predictor._trainer
+    bypassed, trained = learner.transform_features, trainer.predict_proba
 
     def transform_features(X):  # AutoGluon's own entry: a DataFrame built, then taken apart again
         raise AssertionError(f"{len(X)} rows reached the DataFrame path")
 
-    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [frame.iloc[:16], frame.iloc[16:19], frame.iloc[:17]]:
+    def trainer_predict_proba(X, **kwargs):  # the models' frames, where the plan answers in arrays
+        raise AssertionError(f"{len(X)} rows reached the trainer")
+
+    unseen = frame.iloc[:2].copy()  # a colour never seen in training: no category (NaN codes for LightGBM)
+    unseen.loc[unseen.index[0], "color"] = "purple"
+    empty = pd.DataFrame({column: [None] for column in FEATURES})  # nothing at all: AutoGluon's own path
+    for rows in [frame.iloc[i:i + 1] for i in range(40)] + [unseen.iloc[:1], unseen, empty] + \
+            [frame.iloc[:16], frame.iloc[16:19], frame.iloc[:17]]:
+        few = len(rows) <= 16 and rows is not empty
         rows = rows.reset_index(drop=True)
         table = table_from_records(records(rows), model.feature_names)
-        monkeypatch.setattr(learner, "transform_features", transform_features if len(rows) <= 16 else bypassed)
+        monkeypatch.setattr(learner, "transform_features", transform_features if few else bypassed)
+        planned = few and model.plan is not None
+        monkeypatch.setattr(trainer, "predict_proba", trainer_predict_proba if planned else trained)
         got = model.predict_validated(model.validate_table(table), len(rows))
         if name in ("binary", "multiclass"):
             expected, ours = in_process[name].predict_proba(rows, as_multiclass=True), got.matrix
@@ -71,6 +84,35 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
         else:
             expected, ours = in_process[name].predict(rows), np.array(got.predictions)
         assert ours.tobytes() == expected.to_numpy(dtype="float64").tobytes()
+
+
+def test_a_plan_leaves_to_autogluon_what_does_more_than_its_arrays(repository_path, dataset):
+    """A model left on disk (loaded on every call): no plan. A LightGBM model that rescales its answers (temperature
+    scaling) gets the pipeline's frame and its own predict_proba, the ensemble above it still its arrays: AutoGluon's
+    answers to the bit; a rescaling ensemble: no plan."""
+    from autogluon.tabular import TabularPredictor
+
+    from app.inference.ensembles import array_plan
+
+    _, test = dataset
+    rows = test[FEATURES].iloc[:5].reset_index(drop=True)
+    predictor = TabularPredictor.load(str(ModelRepository(repository_path).get("multiclass", "1").predictor_path),
+                                      verbosity=0)
+    assert array_plan(predictor) is None
+    predictor.persist()
+    assert array_plan(predictor).taken == ["LightGBM on its matrix", "weighted ensemble on arrays"]
+    lightgbm, ensemble = (predictor._trainer.models[name] for name in ("LightGBM", "WeightedEnsemble_L2"))
+    lightgbm.temperature_scalar = 0.5
+    plan = array_plan(predictor)
+    assert plan.taken == ["weighted ensemble on arrays"]
+    features = predictor.transform_features(rows)
+    got = plan({name: features[name].values for name in features.columns}, len(rows))
+    expected = predictor.predict_proba(rows, as_multiclass=True, as_pandas=False)
+    assert got.tobytes() == expected.tobytes()
+    lightgbm.temperature_scalar = None
+    assert not np.array_equal(expected, predictor.predict_proba(rows, as_multiclass=True, as_pandas=False))
+    ensemble.temperature_scalar = 0.5
+    assert array_plan(predictor) is None
 
 
 def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
