@@ -7,7 +7,7 @@ them back. For the shapes below a plan made at load time does the same arithmeti
 through AutoGluon's and lightgbm's own functions (the booster, the ensemble's weighting, each model's conversion of
 its output, the label cleaner); any other base model gets the pipeline's frame and runs as the trainer runs it. No
 plan for models not in memory, temperature scaling, conformalization, batching inside a model or stacking on
-original features; a column a plan cannot vouch for sends the call to the trainer (Declined).
+original features, nor for quantile models; a column a plan cannot vouch for sends the call to the trainer (Declined).
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from autogluon.core.constants import BINARY, MULTICLASS, QUANTILE, SOFTCLASS
+from autogluon.core.constants import BINARY, MULTICLASS, QUANTILE, REGRESSION, SOFTCLASS
 from autogluon.core.models import AbstractModel
 from autogluon.core.models.ensemble.stacker_ensemble_model import StackerEnsembleModel
 from autogluon.core.models.ensemble.weighted_ensemble_model import WeightedEnsembleModel
 from autogluon.core.models.greedy_ensemble.greedy_weighted_ensemble_model import (GreedyWeightedEnsembleModel,
                                                                                     SimpleWeightedEnsembleModel)
-from autogluon.core.utils import normalize_pred_probas
+from autogluon.core.utils import get_pred_from_proba, normalize_pred_probas
 from lightgbm import Booster
 
 from app.inference.boosters import matrix_of_columns
@@ -48,20 +48,25 @@ class Frame:
 
 
 class Plan:
-    """The best model's predict_proba as the trainer returns it, then AutoGluon's post-processing to probabilities of
-    every class (predict_proba's as_multiclass=True, as_pandas=False)."""
+    """The best model's predict_proba as the trainer returns it, then AutoGluon's post-processing: probabilities of
+    every class (predict_proba's as_multiclass=True, as_pandas=False), or a regressor's values (predict's)."""
 
-    def __init__(self, learner, step: Step, taken: list[str]):
-        self.learner, self.step, self.taken = learner, step, taken
+    def __init__(self, predictor, step: Step, taken: list[str]):
+        self.learner, self.step, self.taken = predictor._learner, step, taken
+        self.regression = predictor.problem_type == REGRESSION
 
     def __call__(self, columns: Columns, n: int) -> np.ndarray:
         internal = self.step(columns, n, Frame(columns, n))
+        if self.regression:
+            learner = self.learner
+            values = get_pred_from_proba(internal, learner.label_cleaner.problem_type_transform or REGRESSION)
+            return learner._post_process_predict(values, as_pandas=False)
         return self.learner._post_process_predict_proba(internal, as_pandas=False, as_multiclass=True)
 
 
 def array_plan(predictor) -> Plan | None:
-    """A plan for a classifier's best model, or None where it has a part the plans do not cover."""
-    if predictor.problem_type not in (BINARY, MULTICLASS):
+    """A plan for a classifier's or regressor's best model, or None where it has a part the plans do not cover."""
+    if predictor.problem_type not in (BINARY, MULTICLASS, REGRESSION):
         return None
     trainer = predictor._trainer
     taken: list[str] = []
@@ -69,7 +74,7 @@ def array_plan(predictor) -> Plan | None:
         step = _step(trainer, trainer._get_best(), taken)
     except Unplanned:
         return None
-    return Plan(predictor._learner, step, sorted(set(taken)))
+    return Plan(predictor, step, sorted(set(taken)))
 
 
 def _step(trainer, name: str, taken: list[str]) -> Step:
@@ -145,6 +150,7 @@ def _weighted_ensemble(trainer, model, taken: list[str]) -> Step:
         raise Unplanned from None
     flat = width == 1 and model.problem_type != QUANTILE
     together = model.problem_type in (MULTICLASS, SOFTCLASS, QUANTILE)
+    regression = model.problem_type == REGRESSION
     taken.append("weighted ensemble on arrays")
 
     def step(columns: Columns, n: int, frame: Frame) -> np.ndarray:
@@ -154,6 +160,9 @@ def _weighted_ensemble(trainer, model, taken: list[str]) -> Step:
         inputs: list[Any] = [stacked[:, pick] for pick in picks]
         if flat:
             inputs = [part.flatten() for part in inputs]
-        y = _finish(child, child._convert_proba_to_unified_form(child.model.predict_proba(inputs)))
+        if regression:  # AbstractModel._predict_proba: a regressor's weighted values, as they are
+            y = _finish(child, child.model.predict(inputs))
+        else:
+            y = _finish(child, child._convert_proba_to_unified_form(child.model.predict_proba(inputs)))
         return y / model.n_children
     return step

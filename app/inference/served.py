@@ -247,7 +247,10 @@ class ServedModel:
         try:
             features = feature_columns(self.predictor, data, n)
             if self.plan is not None:
-                return self._classified(self.plan(features, n))
+                answers = self.plan(features, n)
+                if self.problem_type in CLASSIFICATION:
+                    return self._classified(answers)
+                return Prediction(np.asarray(answers, dtype="float64").tolist(), None)
             frame = frame_of(features, n)
         except Declined:
             return self.predict_frame(pd.DataFrame(data, copy=False))

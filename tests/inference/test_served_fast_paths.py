@@ -49,9 +49,8 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
     # a quantile model's LightGBM is AutoGluon's QuantileBooster (a booster per level), left as it is
     assert facts["boosters_reading_blocks"] == ([] if name == "quantile" else ["LightGBM"])
     assert facts["wrappers_by_position"] == ["ensemble inputs", "feature selection", "prediction order"]
-    # classifiers' weighted ensembles (the multiclass one also over a random forest, given the pipeline's frame)
-    assert facts["array_plan"] == (["LightGBM on its matrix", "weighted ensemble on arrays"]
-                                   if name in ("binary", "multiclass") else [])
+    # weighted ensembles (the multiclass one also over a random forest, given the pipeline's frame); none for quantiles
+    assert facts["array_plan"] == ([] if name == "quantile" else ["LightGBM on its matrix", "weighted ensemble on arrays"])
     model, frame = served.get(name), test[FEATURES]
     learner, trainer = model.predictor._learner, model.predictor._trainer
     bypassed, trained = learner.transform_features, trainer.predict_proba
