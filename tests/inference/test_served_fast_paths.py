@@ -50,7 +50,8 @@ def test_few_rows_paths_give_autogluon_s_answers_row_by_row(served, in_process, 
     assert facts["boosters_reading_blocks"] == ([] if name == "quantile" else ["LightGBM"])
     assert facts["wrappers_by_position"] == ["ensemble inputs", "feature selection", "prediction order"]
     # weighted ensembles (the multiclass one also over a random forest, given the pipeline's frame); none for quantiles
-    assert facts["array_plan"] == ([] if name == "quantile" else ["LightGBM on its matrix", "weighted ensemble on arrays"])
+    planned = ["LightGBM on its matrix", "weighted ensemble on arrays"]
+    assert facts["array_plan"] == ([] if name == "quantile" else planned)
     model, frame = served.get(name), test[FEATURES]
     learner, trainer = model.predictor._learner, model.predictor._trainer
     bypassed, trained = learner.transform_features, trainer.predict_proba
@@ -112,6 +113,35 @@ def test_a_plan_leaves_to_autogluon_what_does_more_than_its_arrays(repository_pa
     assert not np.array_equal(expected, predictor.predict_proba(rows, as_multiclass=True, as_pandas=False))
     ensemble.temperature_scalar = 0.5
     assert array_plan(predictor) is None
+
+
+@pytest.mark.parametrize("problem_type, label", [("multiclass", "y_multiclass"), ("regression", "y_regression")])
+def test_a_plan_over_bagged_models_answers_as_autogluon(dataset, tmp_path, problem_type, label):
+    """Bagged base models (AutoGluon's quality presets): LightGBM's children each read the one matrix and are averaged
+    in their order, a bagged forest gets the pipeline's frame, the weighted ensemble their arrays; one row at a time
+    and a few at once, AutoGluon's answers to the bit."""
+    from autogluon.tabular import TabularPredictor
+
+    from app.inference.ensembles import array_plan
+
+    train, test = dataset
+    predictor = TabularPredictor(label=label, problem_type=problem_type, path=str(tmp_path), verbosity=0).fit(
+        train[FEATURES + [label]], hyperparameters={"GBM": {"num_boost_round": 20}, "RF": {"n_estimators": 10}},
+        num_bag_folds=3, num_cpus=1)
+    predictor.persist()
+    bagged = predictor._trainer.models["LightGBM_BAG_L1"]
+    assert len(bagged.models) == 3 and predictor.model_best == "WeightedEnsemble_L2"
+    plan = array_plan(predictor)
+    assert plan.taken == ["LightGBM on its matrix", "weighted ensemble on arrays"]
+    frame = test[FEATURES].reset_index(drop=True)
+    for rows in [frame.iloc[i:i + 1].reset_index(drop=True) for i in range(15)] + [frame.iloc[:16]]:
+        features = predictor.transform_features(rows)
+        got = plan({name: features[name].values for name in features.columns}, len(rows))
+        if problem_type == "regression":
+            expected = predictor.predict(rows, as_pandas=False)
+        else:
+            expected = predictor.predict_proba(rows, as_multiclass=True, as_pandas=False)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
 
 
 def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
