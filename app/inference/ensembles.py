@@ -1,4 +1,4 @@
-"""The trainer's prediction on a few rows in arrays: weighted ensembles, and LightGBM (bagged or not) on its matrix.
+"""The trainer's prediction on a few rows in arrays: weighted ensembles, LightGBM and forests (bagged or not).
 
 Once the feature pipeline runs in columns (generators.py), most of a one-row call of the mixed-type model is frames
 built to be taken apart again: the pipeline's output frame (0.13 ms for 119 columns), LightGBM's copy and renaming
@@ -26,6 +26,7 @@ from autogluon.core.utils import get_pred_from_proba, normalize_pred_probas
 from lightgbm import Booster
 
 from app.inference.boosters import matrix_of_columns
+from app.inference.forests import CLASSIFIERS, REGRESSORS
 from app.inference.generators import Columns, Declined, frame_of
 
 # (the pipeline's output columns, n rows, the lazily built frame of them) → a model's predict_proba
@@ -85,21 +86,24 @@ def _step(trainer, name: str, taken: list[str]) -> Step:
     if isinstance(model, StackerEnsembleModel) and model.stack_column_prefix_lst:
         return _weighted_ensemble(trainer, model, taken)
     if isinstance(model, StackerEnsembleModel):  # bagged, on the pipeline's features only
-        children = [_LightGBM.of(child) for child in model.models]
+        children = [_leaf(child) for child in model.models]
         if children and all(children) and _plain(model, stateful=False) and \
-                all(child.features == children[0].features and child.categories == children[0].categories
-                    for child in children):
-            taken.append("LightGBM on its matrix")
+                all(child.reads == children[0].reads for child in children):
+            taken.append(children[0].taken)
             return partial(_bagged, children)
         return lambda columns, n, frame: model.predict_proba(frame.get(), infer=False, model_pred_proba_dict={})
-    lightgbm = _LightGBM.of(model)
-    if lightgbm is not None:
-        taken.append("LightGBM on its matrix")
-        return lambda columns, n, frame: lightgbm.predict(lightgbm.matrix(columns))
+    leaf = _leaf(model)
+    if leaf is not None:
+        taken.append(leaf.taken)
+        return lambda columns, n, frame: leaf.predict(leaf.matrix(columns))
     return lambda columns, n, frame: model.predict_proba(frame.get())
 
 
-def _bagged(children: list["_LightGBM"], columns: Columns, n: int, frame: Frame) -> np.ndarray:
+def _leaf(model) -> "_LightGBM | _Forest | None":
+    return _LightGBM.of(model) or _Forest.of(model)
+
+
+def _bagged(children: list, columns: Columns, n: int, frame: Frame) -> np.ndarray:
     """BaggedEnsembleModel._predict_proba_internal: its children's answers summed in their order, over their count."""
     matrix = children[0].matrix(columns)
     y = children[0].predict(matrix)
@@ -123,21 +127,26 @@ def _finish(model, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def _aligned(model) -> bool:
+    """The model's stateful preprocess selects its features in the order its non-adaptive one left them."""
+    internal = model._features_internal_lgbm if getattr(model, "_requires_remap", False) else model.features
+    return model._is_features_in_same_as_ex or list(model._features_internal_to_align) == list(internal)
+
+
 class _LightGBM:
     """LGBModel's predict_proba: the booster on the matrix of its features, taken from the pipeline's columns."""
+    taken = "LightGBM on its matrix"
 
     def __init__(self, model, booster: Booster):
         self.model, self.booster = model, booster
         self.features, self.categories = list(model.features), booster.pandas_categorical
+        self.reads = (type(self), self.features, self.categories)
 
     @classmethod
     def of(cls, model) -> "_LightGBM | None":
         booster = getattr(model, "model", None)
         if type(model).__name__ != "LGBModel" or type(booster) is not Booster or booster.pandas_categorical is None \
-                or not _plain(model):
-            return None
-        internal = model._features_internal_lgbm if model._requires_remap else model.features
-        if not model._is_features_in_same_as_ex and list(model._features_internal_to_align) != list(internal):
+                or not _plain(model) or not _aligned(model):
             return None
         return cls(model, booster)
 
@@ -153,6 +162,42 @@ class _LightGBM:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         model = self.model
         return _finish(model, model._post_process_predictions(self.booster.predict(matrix, num_threads=0)))
+
+
+class _Forest:
+    """RFModel's and XTModel's predict_proba: the forest on its features' float32 matrix, missing values 0 (their
+    `X.fillna(0).to_numpy(dtype=np.float32)`), for forests without categorical features to label-encode."""
+    taken = "forests on their matrix"
+
+    def __init__(self, model):
+        self.model, self.forest, self.features = model, model.model, list(model.features)
+        self.regression = model.problem_type == REGRESSION
+        self.reads = (type(self), self.features)
+
+    @classmethod
+    def of(cls, model) -> "_Forest | None":
+        if type(model).__name__ not in ("RFModel", "XTModel") or type(model.model) not in CLASSIFIERS + REGRESSORS \
+                or model._label_encoder is None or model._label_encoder.features_in or not _plain(model) \
+                or not _aligned(model):
+            return None
+        return cls(model)
+
+    def matrix(self, columns: Columns) -> np.ndarray:
+        try:
+            values = [columns[name] for name in self.features]
+        except KeyError:
+            raise Declined from None
+        if not all(type(column) is np.ndarray and column.dtype.kind in "biuf" for column in values):
+            raise Declined  # categories, objects: AutoGluon's own preprocess
+        matrix = np.array(values, dtype=np.float32)  # each column cast as pandas interleaves it: directly
+        matrix[np.isnan(matrix)] = 0
+        return np.ascontiguousarray(matrix.T)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        model = self.model
+        if self.regression:
+            return _finish(model, self.forest.predict(matrix))
+        return _finish(model, model._convert_proba_to_unified_form(self.forest.predict_proba(matrix)))
 
 
 def _weighted_ensemble(trainer, model, taken: list[str]) -> Step:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 import orjson
@@ -115,33 +116,50 @@ def test_a_plan_leaves_to_autogluon_what_does_more_than_its_arrays(repository_pa
     assert array_plan(predictor) is None
 
 
-@pytest.mark.parametrize("problem_type, label", [("multiclass", "y_multiclass"), ("regression", "y_regression")])
-def test_a_plan_over_bagged_models_answers_as_autogluon(dataset, tmp_path, problem_type, label):
-    """Bagged base models (AutoGluon's quality presets): LightGBM's children each read the one matrix and are averaged
-    in their order, a bagged forest gets the pipeline's frame, the weighted ensemble their arrays; one row at a time
-    and a few at once, AutoGluon's answers to the bit."""
+NUMERIC = ["num", "cnt", "flag"]  # forests with no categorical feature to label-encode read the plan's matrix
+
+
+GBM, RF, XT = {"GBM": {"num_boost_round": 20}}, {"RF": {"n_estimators": 10}}, {"XT": {"n_estimators": 10}}
+
+
+@pytest.mark.parametrize("problem_type, features, models, folds, taken", [
+    ("multiclass", FEATURES, GBM | RF, 3, ["LightGBM on its matrix", "weighted ensemble on arrays"]),
+    ("regression", FEATURES, GBM, 3, ["LightGBM on its matrix", "weighted ensemble on arrays"]),
+    ("multiclass", NUMERIC, GBM | RF | XT, 0,
+     ["LightGBM on its matrix", "forests on their matrix", "weighted ensemble on arrays"]),
+    ("regression", NUMERIC, GBM | RF | XT, 2,
+     ["LightGBM on its matrix", "forests on their matrix", "weighted ensemble on arrays"]),
+])
+def test_a_plan_answers_as_autogluon_over_bagged_models_and_forests(dataset, tmp_path, problem_type, features, models,
+                                                                    folds, taken):
+    """LightGBM, random forests and extra trees, bagged (AutoGluon's quality presets: each child reads the one matrix,
+    averaged in their order) or not, forests with categorical features given the pipeline's frame, and the weighted
+    ensemble over them: one row at a time and a few at once, the answers of AutoGluon's own calls to the bit."""
     from autogluon.tabular import TabularPredictor
 
     from app.inference.ensembles import array_plan
 
     train, test = dataset
+    label = {"multiclass": "y_multiclass", "regression": "y_regression"}[problem_type]
     predictor = TabularPredictor(label=label, problem_type=problem_type, path=str(tmp_path), verbosity=0).fit(
-        train[FEATURES + [label]], hyperparameters={"GBM": {"num_boost_round": 20}, "RF": {"n_estimators": 10}},
-        num_bag_folds=3, num_cpus=1)
+        train[features + [label]], num_bag_folds=folds, num_cpus=1, hyperparameters=models)
     predictor.persist()
-    bagged = predictor._trainer.models["LightGBM_BAG_L1"]
-    assert len(bagged.models) == 3 and predictor.model_best == "WeightedEnsemble_L2"
+    cap_estimator_jobs(predictor, 1)
+    assert predictor.model_best == "WeightedEnsemble_L2"
+    bases = predictor._trainer.models["WeightedEnsemble_L2"].models[0].base_model_names
+    if folds:  # (bagged forests have one child: AutoGluon takes their out-of-bag predictions)
+        assert "LightGBM_BAG_L1" in bases and len(predictor._trainer.models["LightGBM_BAG_L1"].models) == folds
+    frame = test[features].reset_index(drop=True)
+    batches = [frame.iloc[i:i + 1].reset_index(drop=True) for i in range(15)] + [frame.iloc[:16]]
+    call = predictor.predict if problem_type == "regression" else partial(predictor.predict_proba, as_multiclass=True)
+    expected = [call(rows, as_pandas=False) for rows in batches]  # AutoGluon's own, before any of ours
+    forests_in_turn(predictor)  # as a worker calls its forests
     plan = array_plan(predictor)
-    assert plan.taken == ["LightGBM on its matrix", "weighted ensemble on arrays"]
-    frame = test[FEATURES].reset_index(drop=True)
-    for rows in [frame.iloc[i:i + 1].reset_index(drop=True) for i in range(15)] + [frame.iloc[:16]]:
-        features = predictor.transform_features(rows)
-        got = plan({name: features[name].values for name in features.columns}, len(rows))
-        if problem_type == "regression":
-            expected = predictor.predict(rows, as_pandas=False)
-        else:
-            expected = predictor.predict_proba(rows, as_multiclass=True, as_pandas=False)
-        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    assert plan.taken == taken
+    for rows, want in zip(batches, expected):
+        transformed = predictor.transform_features(rows)
+        got = plan({name: transformed[name].values for name in transformed.columns}, len(rows))
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
 
 
 def test_labels_follow_a_calibrated_decision_threshold(served, dataset):
