@@ -16,11 +16,13 @@ import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.utils.validation import check_is_fitted
 
+from app.inference.errors import InvalidInput
 from app.threads import estimators
 
 CLASSIFIERS = (RandomForestClassifier, ExtraTreesClassifier)
 REGRESSORS = (RandomForestRegressor, ExtraTreesRegressor)
 STACKED_MAX_ROWS = 16  # beyond, per-tree traversal in C costs less CPU: the walk is depth × trees × rows in numpy
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 STACKED_MAX_NODES = 2_000_000  # nodes of all trees; a larger forest is not copied (about 45 bytes a node)
 
 
@@ -46,7 +48,14 @@ def _forest_sum(forest, classes: int | None, stacked: "StackedTrees | None", X):
     for one output."""
     check_is_fitted(forest)
     if not _checked_already(forest, X):
-        X = forest._validate_X_predict(X)  # float32, the forest's feature count: what each tree would check again
+        try:
+            X = forest._validate_X_predict(X)  # float32, the forest's feature count: what each tree would check again
+        except ValueError:
+            if isinstance(X, np.ndarray) and X.dtype == np.float32 and np.isinf(X).any():
+                # AutoGluon's float32 matrix: a request's finite number beyond float32, not a server fault
+                raise InvalidInput(f"a numeric value is beyond what this model's forests read (at most "
+                                   f"±{FLOAT32_MAX:.7g})", {"data": ["A number beyond ±3.4e38."]}) from None
+            raise
     total = np.zeros((X.shape[0], classes) if classes else (X.shape[0],), dtype=np.float64)
     if stacked is not None and isinstance(X, np.ndarray) and X.shape[0] <= STACKED_MAX_ROWS:
         leaves = iter(stacked.leaf_values(X))
