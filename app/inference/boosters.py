@@ -40,49 +40,24 @@ def _predict(booster: Booster, predict, data, *args, **kwargs):
 def lightgbm_matrix(frame: pd.DataFrame, categories: list[list]) -> np.ndarray | None:
     """What lightgbm's _data_from_pandas makes of a frame of 1 to FEW_ROWS rows for a booster trained with these
     categories, or None where it would do anything else."""
-    n = len(frame)
-    if not 1 <= n <= FEW_ROWS:
+    if not 1 <= len(frame) <= FEW_ROWS:
         return None
-    parts = []
+    columns: list = [None] * frame.shape[1]
     for block in frame._mgr.blocks:
         values = block.values
-        if isinstance(values, np.ndarray):
-            parts.append((block.mgr_locs.as_array, values))
-        elif isinstance(values, pd.Categorical):
-            parts.append(([int(block.mgr_locs.as_array[0])], values))
+        if isinstance(values, pd.Categorical):
+            columns[int(block.mgr_locs.as_array[0])] = values
+        elif isinstance(values, np.ndarray):  # a block holds its columns as rows
+            for position, column in zip(block.mgr_locs.as_array, values):
+                columns[position] = column
         else:  # nullable or extension dtypes, datetimes: lightgbm's own path (or its refusal)
             return None
-    return matrix_of(parts, frame.shape[1], n, categories)
-
-
-def matrix_of(parts: list, width: int, n: int, categories: list[list]) -> np.ndarray | None:
-    """The matrix of a frame given as (column positions, values) parts: a 2-D numeric block for several columns, or
-    one column's numeric array or pandas Categorical; None where lightgbm would do anything else."""
-    numeric, coded = [], []
-    for positions, values in parts:
-        if isinstance(values, pd.Categorical):
-            coded.append((positions[0], values))
-        elif _numeric(values.dtype):
-            numeric.append((positions, values))
-        else:  # objects, nullable or extension dtypes: lightgbm's own path (or its refusal)
-            return None
-    if len(coded) != len(categories):
-        return None
-    for (position, values), trained in zip(sorted(coded, key=lambda item: item[0]), categories):
-        codes = _codes(values, trained)
-        if codes is None:
-            return None
-        numeric.append(([position], codes.reshape(1, n)))
-    target = np.result_type(*{values.dtype.type for _, values in numeric}, np.float32)
-    matrix = np.empty((width, n), dtype=target)  # pandas interleaves a frame's blocks so, then transposes
-    for positions, values in numeric:
-        matrix[positions] = values
-    return matrix.T
+    return matrix_of_columns(columns, categories)
 
 
 def matrix_of_columns(columns: list, categories: list[list]) -> np.ndarray | None:
-    """The same matrix from a frame's columns in order (numeric arrays and pandas Categoricals of n rows each), in
-    one conversion instead of a copy per column."""
+    """That matrix from a frame's columns in order (numeric arrays and pandas Categoricals of n rows each), in one
+    conversion; None where lightgbm would do anything else (objects, other categories than training's)."""
     values, coded = list(columns), 0
     for i, column in enumerate(columns):
         if isinstance(column, pd.Categorical):
