@@ -56,7 +56,8 @@ HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
 HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
 # Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best in 9
 # of 12 model × run figures over five stops (2 × 16 won the mixed model three times, within the run-to-run spread;
-# with workers pinned, 2 × 16 led both models in one run of 2 rounds, by less than the spread between runs);
+# with workers pinned, 2 × 16 led both models in one run of 2 rounds and the mixed one only in the next, by less
+# than the spread between runs);
 # fewer threads make smaller batches, more workers than cores split the batches and the CPU between model copies.
 # gunicorn's gevent worker served /health/live faster but predictions far worse (mixed: 114 vs 369 req/s, p99 4.7 s):
 # a model call holds the one OS thread all its greenlets run on, so no other request moves while it runs.
