@@ -49,11 +49,13 @@ workers = worker_count(_settings)  # follows the container's CPU quota unless WE
 # gthread, but headers and the start of a body are gathered without a thread and slow bodies are cut off, so slow
 # clients cannot hold every thread; each answer leaves in one TCP segment (app/workers.py).
 worker_class = "app.workers.HeaderTimeoutWorker"
-from app.workers import HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)
+from app.workers import ConnectionShares, HeaderTimeoutWorker  # noqa: E402  (the class the workers are forked with)
 HeaderTimeoutWorker.header_timeout = _settings["HEADER_TIMEOUT"]
 HeaderTimeoutWorker.body_timeout = _settings["BODY_TIMEOUT"]
 HeaderTimeoutWorker.body_min_rate = _settings["BODY_MIN_RATE"]
 HeaderTimeoutWorker.max_body_bytes = _settings["MAX_BODY_BYTES"]
+HeaderTimeoutWorker.max_connection_age = _settings["MAX_CONNECTION_AGE"]
+HeaderTimeoutWorker.shares = ConnectionShares()  # mapped here, in the master, so every worker shares it
 # Measured by `make bench-knobs` (BENCHMARKS.md): 2 workers × 32 threads served one-row predictions at c=32 best in 9
 # of 12 model × run figures over five stops (2 × 16 won the mixed model three times, within the run-to-run spread;
 # with workers pinned, 2 × 16 led both models in one run of 2 rounds and the mixed one only in the next, by less
@@ -84,6 +86,7 @@ def child_exit(server, worker):
     """A dead worker's live gauges go; its counters stay counted."""
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+    HeaderTimeoutWorker.shares.release(worker.share_slot)  # a worker killed before it could free its slot
 
 
 def on_exit(server):
@@ -101,6 +104,7 @@ MALLOC_ARENAS = 2  # request threads allocate under the GIL anyway: few arenas, 
 def pre_fork(server, worker):
     """The worker's CPUs are chosen here, in the master, which knows the live workers' (a replacement takes the
     freed ones); the worker object is the master's own, so its choice stays known after the fork."""
+    worker.share_slot = HeaderTimeoutWorker.shares.free_slot({w.share_slot for w in server.WORKERS.values()})
     if _cpu_groups:
         worker.cpus = least_used(_cpu_groups, [getattr(w, "cpus", None) for w in server.WORKERS.values()])
 

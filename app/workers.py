@@ -20,10 +20,16 @@ the body with two sends, and each woke the client.
 
 Requests go to the thread that went idle last (WarmestFirstPool): gunicorn's ThreadPoolExecutor wakes its idle
 threads in turn, and a model call on a thread that has not run for a while is slower (cold caches, another core).
+
+Connections are closed by age (AGSERVE_MAX_CONNECTION_AGE) and a worker accepts no more than its share of them
+(ConnectionShares): a kept-alive connection stays with the worker that accepted it, so after a recycle one worker
+served every client while the other idled.
 """
 from __future__ import annotations
 
 import json
+import mmap
+import random
 import re
 import select
 import socket
@@ -142,11 +148,63 @@ def corked(app):
     return call
 
 
+class ConnectionShares:
+    """Each accepting worker's count of open connections, in memory the master maps before it forks (every worker,
+    and every replacement, sees the same): a worker holding more than its share stops accepting, so the next
+    connections go to the others. Slots are given out by the master (pre_fork) and freed when a worker exits; a
+    worker counts only once it accepts (a replacement loading its model must not turn clients away), and only while
+    its count is fresh (its loop publishes at least every second): a stalled worker cannot make the others refuse."""
+
+    SLOTS = 64
+    UNUSED = -1
+    FRESH = 1.5  # seconds: gunicorn's loop waits at most 1 s between two turns
+
+    def __init__(self) -> None:
+        self.counts = memoryview(mmap.mmap(-1, 4 * self.SLOTS)).cast("i")
+        self.stamps = memoryview(mmap.mmap(-1, 8 * self.SLOTS)).cast("d")  # time.monotonic() is the machine's
+        for slot in range(self.SLOTS):
+            self.counts[slot] = self.UNUSED
+
+    def free_slot(self, taken) -> int | None:
+        return next((slot for slot in range(self.SLOTS) if slot not in taken), None)
+
+    def release(self, slot: int | None) -> None:
+        if slot is not None:
+            self.counts[slot] = self.UNUSED
+
+    def over_share(self, slot: int, mine: int) -> bool:
+        """Publish this worker's count; whether it holds more than one above the mean of the fresh ones."""
+        now, mine = time.monotonic(), max(0, mine)
+        self.counts[slot], self.stamps[slot] = mine, now
+        others = [count for other, (count, stamp) in enumerate(zip(self.counts, self.stamps))
+                  if other != slot and count >= 0 and now - stamp < self.FRESH]
+        return mine > (mine + sum(others)) / (1 + len(others)) + 1
+
+
 class HeaderTimeoutWorker(gthread.ThreadWorker):
     header_timeout = 10.0  # seconds; gunicorn.conf.py sets AGSERVE_HEADER_TIMEOUT
     body_timeout = 10.0  # seconds; AGSERVE_BODY_TIMEOUT
     body_min_rate = 262144.0  # bytes/s; AGSERVE_BODY_MIN_RATE
     max_body_bytes = 32 * 2 ** 20  # AGSERVE_MAX_BODY_BYTES: a body declared longer goes to a thread for its 413 at once
+
+    max_connection_age = 5.0  # seconds; AGSERVE_MAX_CONNECTION_AGE, 0: never
+    shares: ConnectionShares | None = None  # gunicorn.conf.py makes it in the master; pre_fork sets share_slot
+    share_slot: int | None = None
+
+    @property
+    def worker_connections(self) -> int:
+        """gunicorn's limit on open connections, read by its loop before each wait: none more while this worker
+        holds more than its share (ConnectionShares), so connections closed by age come back evened out."""
+        if self.shares is None or self.share_slot is None:
+            return self._connections
+        if not self.alive:
+            self.shares.release(self.share_slot)  # stopping: the others take every new connection
+            return self._connections
+        return self.nr_conns if self.shares.over_share(self.share_slot, self.nr_conns) else self._connections
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._connections = value
 
     def load_wsgi(self):
         super().load_wsgi()
@@ -162,6 +220,27 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
             kept = self._handle_plain(conn)
             if kept is not True or not self._serves_next_itself(conn):
                 return kept
+
+    def handle_request(self, req, conn):
+        """gunicorn's, with the answer closing the connection once it is max_connection_age old (see the setting).
+        By age, not by a count of requests: a worker's connections then leave it in proportion to how many it holds,
+        and reconnect to a worker within its share (a count made the split a random walk: a worker's connections
+        left at its request rate, whatever their number)."""
+        if self.max_connection_age:
+            now = time.monotonic()
+            if getattr(conn, "closes_after", None) is None:
+                conn.closes_after = now + self.max_connection_age * random.uniform(0.9, 1.1)  # not all at once
+            if now >= conn.closes_after:
+                req.must_close = True  # gunicorn then answers "Connection: close" and closes
+        return super().handle_request(req, conn)
+
+    def finish_request(self, conn, fs):
+        """gunicorn's, for a connection not already closed here (a 408): its graceful close raised on the closed
+        socket and counted the connection gone twice, so the worker's count of open ones fell below zero."""
+        if conn.sock.fileno() == -1:
+            self.nr_conns -= 1
+            return
+        super().finish_request(conn, fs)
 
     def _serves_next_itself(self, conn) -> bool:
         """Whether this thread serves a kept-alive client's next request at once, without the trip through the

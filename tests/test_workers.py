@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.workers import WarmestFirstPool
+from app.workers import ConnectionShares, WarmestFirstPool
 
 
 def _wait_for(condition, timeout: float = 10) -> None:
@@ -77,3 +77,19 @@ def test_shutdown_ends_idle_threads_lets_busy_ones_finish_and_refuses_new_work()
     for thread in threads:
         thread.join(timeout=10)
         assert not thread.is_alive()
+
+
+def test_a_worker_above_its_share_of_connections_stops_accepting_and_a_loading_one_does_not_count():
+    shares = ConnectionShares()
+    first, second = shares.free_slot(set()), shares.free_slot({0})
+    assert (first, second) == (0, 1) and shares.free_slot(set(range(ConnectionShares.SLOTS))) is None
+    assert not shares.over_share(first, 30), "alone (the other still loading its model): it takes everything"
+    assert not shares.over_share(second, 0)
+    assert shares.over_share(first, 30), "30 of 30 once the other accepts: above the mean (15) and one"
+    assert not shares.over_share(second, 14) and not shares.over_share(first, 16)
+    assert shares.over_share(first, 18) and not shares.over_share(second, 14)  # 18 > 16 + 1
+    shares.release(second)  # it exits: the first takes everything again
+    assert not shares.over_share(first, 18)
+    assert not shares.over_share(second, 0) and shares.over_share(first, 18)
+    shares.stamps[second] -= ConnectionShares.FRESH  # its loop stalled since: it counts no more
+    assert not shares.over_share(first, 18)

@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import pytest
 import requests
 
 from app.config import cpu_count
+from app.workers import ConnectionShares
 from tests.support.answers import SEED_KEYS, expected_answers
 from tests.support.data import FEATURES, to_records
-from tests.support.servers import ROOT, answer_on, gunicorn, wait_until
+from tests.support.servers import ROOT, answer_on, eventually, gunicorn, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -220,3 +222,126 @@ def test_a_worker_that_cannot_load_stays_up_and_says_why(repository_path, tmp_pa
         refused = http.post(f"{base}/predict", json={"data": [{}]}, timeout=5)
         assert refused.status_code == 503 and set(refused.json()) == {"error", "details", "request_id"}
         assert process.poll() is None, "the master must keep running"
+
+
+KEPT_ALIVE_CLIENT = r"""
+import json, os, socket, sys, time
+from tests.support.servers import answer_on
+host, port, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+request = f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+lifetimes, answered, closed_under_us, end = [], 0, 0, time.monotonic() + 120
+while time.monotonic() < end and not os.path.exists(stop):
+    sock, opened = socket.create_connection((host, port), timeout=30), time.monotonic()
+    while time.monotonic() < end and not os.path.exists(stop):
+        try:
+            head, _ = answer_on(sock, request)
+        except (ConnectionError, AttributeError):  # closed by a stopping worker while idle: send again elsewhere
+            closed_under_us += 1
+            break
+        assert head.startswith(b"HTTP/1.1 200"), head
+        answered += 1
+        time.sleep(0.005)
+        if b"\r\nconnection: close" in head.lower():
+            lifetimes.append(time.monotonic() - opened)
+            break
+    sock.close()
+print(json.dumps({"answered": answered, "lifetimes": lifetimes, "closed_under_us": closed_under_us}))
+"""
+
+
+def _connections_per_worker(server, port: int, clients: set[int] | None = None) -> dict[int, int]:
+    """Each worker's open connections on the server's port (only from these client ports, when given)."""
+    counts = {}
+    for pid in server.worker_pids():
+        try:
+            counts[pid] = sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                              if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                              and (clients is None or c.raddr.port in clients))
+        except psutil.Error:  # exited meanwhile
+            pass
+    return counts
+
+
+def test_kept_alive_clients_spread_back_over_a_replaced_worker(repository_path, tmp_path):
+    """A kept-alive connection stays with the worker that accepted it: when a worker is replaced its clients
+    reconnect to the other, and stayed there (one worker of two served everything). Connections are closed after
+    AGSERVE_MAX_CONNECTION_AGE, and a worker above its share stops accepting, so the replacement gets its half."""
+    clients, age, stop = 12, 1.0, tmp_path / "stop"
+    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="binary", AGSERVE_MAX_REQUESTS="0",
+                  AGSERVE_MAX_CONNECTION_AGE=str(age)) as server:
+        host, port = server.base.removeprefix("http://").split(":")
+        running = [subprocess.Popen([sys.executable, "-c", KEPT_ALIVE_CLIENT, host, port, str(stop)], cwd=ROOT,
+                                    stdout=subprocess.PIPE, text=True) for _ in range(clients)]
+        try:
+            time.sleep(2)
+            survivor, replaced = server.worker_pids()
+            os.kill(replaced, 15)  # gunicorn replaces it, as after max_requests
+            assert eventually(lambda: len(set(server.worker_pids()) - {survivor}) == 1
+                              and replaced not in server.worker_pids(), 30)
+            replacement = (set(server.worker_pids()) - {survivor}).pop()
+            assert eventually(lambda: _connections_per_worker(server, int(port)).get(replacement, 0) > 0, 30)
+            time.sleep(3 * age)  # every connection has been closed by age since the replacement accepted
+            samples = []
+            for _ in range(10):
+                samples.append(_connections_per_worker(server, int(port)))
+                time.sleep(0.1)
+        finally:
+            stop.touch()
+            results = [json.loads(client.communicate(timeout=60)[0]) for client in running]
+    shares = [sample.get(replacement, 0) / max(1, sum(sample.values())) for sample in samples]
+    assert min(shares) >= 0.25, f"the replacement's share of the connections: {shares} ({samples})"
+    lifetimes = [life for result in results for life in result["lifetimes"]]
+    cut_short = [life for life in lifetimes if life < 0.9 * age]  # by the stopping worker: once a client at most
+    assert len(lifetimes) >= 5 * clients and len(cut_short) <= clients, lifetimes
+    assert max(lifetimes) <= 3 * age, lifetimes  # closed by age (±10 %), whatever a request waits while a worker loads
+    assert all(result["answered"] > 0 for result in results)
+
+
+def test_a_worker_above_its_share_of_connections_leaves_new_ones_to_the_other_unless_it_is_stalled(repository_path):
+    """While one worker is stopped the other takes every connection (the stopped one's count goes stale), waiting at
+    most ConnectionShares.FRESH for it; once both run, the one above its share of open connections stops accepting,
+    so the next ones go to the other until they hold half each (two idle workers racing for them split at random).
+    Connections a worker refused with a 408 before must not count against its share."""
+    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="binary", AGSERVE_MAX_CONNECTION_AGE="0",
+                  AGSERVE_HEADER_TIMEOUT="0.5") as server:
+        host, port = server.base.removeprefix("http://").split(":")
+        request = f"GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        first, second = server.worker_pids()
+        with server.only_worker(first):  # connections it closes with a 408 count as closed once, not twice
+            time.sleep(ConnectionShares.FRESH + 0.2)  # the stopped one no longer counts: the first takes them all
+            late = [socket.create_connection((host, int(port)), timeout=10) for _ in range(8)]
+            for sock in late:
+                sock.sendall(request[:10])
+            time.sleep(0.7)
+            for sock in late:
+                sock.sendall(request[10:12])  # headers still not complete, past AGSERVE_HEADER_TIMEOUT
+            answers = [sock.recv(4096) for sock in late]
+            assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
+            for sock in late:
+                sock.close()
+        sockets, waits = [], []
+
+        def connect() -> None:
+            started = time.monotonic()
+            sockets.append(socket.create_connection((host, int(port)), timeout=10))
+            assert answer_on(sockets[-1], request)[0].startswith(b"HTTP/1.1 200")
+            waits.append(time.monotonic() - started)
+            time.sleep(0.05)  # the accepting worker has counted it before the next one arrives
+
+        def opened() -> dict[int, int]:  # ours only (readiness checks may still be closing theirs)
+            return _connections_per_worker(server, int(port), {sock.getsockname()[1] for sock in sockets})
+
+        try:
+            with server.only_worker(first):
+                for _ in range(8):
+                    connect()
+            stalled = opened()
+            time.sleep(0.3)  # the second's loop has turned since it was continued (gunicorn closes idle ones after 5 s)
+            for _ in range(8):
+                connect()
+            counts = opened()
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert stalled == {first: 8, second: 0} and max(waits) < 2 * ConnectionShares.FRESH, (stalled, waits)
+    assert counts[first] + counts[second] == 16 and counts[second] >= 7, counts
