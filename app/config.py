@@ -290,8 +290,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TIMEOUT", 60, _positive_int, "Seconds a worker may be silent before the master restarts it; keep above the slowest allowed request and model load."),
     Setting("GRACEFUL_TIMEOUT", 30, _positive_int, "Seconds workers get to finish their requests on restart or shutdown."),
     Setting("MAX_REQUESTS", 100_000, _non_negative_int, "Requests after which a worker is recycled (0: never); each recycle is a model load, so rare enough to cost under 1 % of throughput at 1,000 req/s a worker (BENCHMARKS.md)."),
-    Setting("MAX_CONNECTION_AGE", 5.0, _number(0, 3600, "seconds"), "Seconds after which a kept-alive connection's next answer closes it (±10 %; 0: never), as gRPC's `max_connection_age`: a connection stays with the worker (and replica) that accepted it, so without this the clients of a restarted worker, or of a fleet before it scaled out, stay where they went."),
     Setting("MAX_REQUESTS_JITTER", 10_000, _non_negative_int, "Random extra requests added to MAX_REQUESTS so workers do not recycle together."),
+    Setting("MAX_CONNECTION_AGE", 5.0, _number(0, 3600, "seconds"), "Seconds after which a kept-alive connection's next answer closes it (±10 %; 0: never), as gRPC's `max_connection_age`: a connection stays with the worker (and replica) that accepted it, so without this the clients of a restarted worker, or of a fleet before it scaled out, stay where they went."),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 

@@ -160,13 +160,17 @@ class ConnectionShares:
     FRESH = 1.5  # seconds: gunicorn's loop waits at most 1 s between two turns
 
     def __init__(self) -> None:
-        self.counts = memoryview(mmap.mmap(-1, 4 * self.SLOTS)).cast("i")
+        self.counts = memoryview(mmap.mmap(-1, 4 * (self.SLOTS + 1))).cast("i")  # the last: slots ever given out
         self.stamps = memoryview(mmap.mmap(-1, 8 * self.SLOTS)).cast("d")  # time.monotonic() is the machine's
         for slot in range(self.SLOTS):
             self.counts[slot] = self.UNUSED
+        self.counts[self.SLOTS] = 0
 
     def free_slot(self, taken) -> int | None:
-        return next((slot for slot in range(self.SLOTS) if slot not in taken), None)
+        slot = next((slot for slot in range(self.SLOTS) if slot not in taken), None)
+        if slot is not None:
+            self.counts[self.SLOTS] = max(self.counts[self.SLOTS], slot + 1)
+        return slot
 
     def release(self, slot: int | None) -> None:
         if slot is not None:
@@ -176,7 +180,8 @@ class ConnectionShares:
         """Publish this worker's count; whether it holds more than one above the mean of the fresh ones."""
         now, mine = time.monotonic(), max(0, mine)
         self.counts[slot], self.stamps[slot] = mine, now
-        others = [count for other, (count, stamp) in enumerate(zip(self.counts, self.stamps))
+        used = self.counts[self.SLOTS]  # only those: this runs at every turn of a worker's loop
+        others = [count for other, (count, stamp) in enumerate(zip(self.counts[:used], self.stamps[:used]))
                   if other != slot and count >= 0 and now - stamp < self.FRESH]
         return mine > (mine + sum(others)) / (1 + len(others)) + 1
 

@@ -40,6 +40,7 @@ def test_production_listens_beyond_loopback():
     ("WEB_CONCURRENCY", "-2", "positive integer"),
     ("AGSERVE_LOAD_MODELS_ON_START", "maybe", "true or false"),
     ("AGSERVE_PIN_WORKERS", "always", "must be one of auto, on, off"),
+    ("AGSERVE_MAX_CONNECTION_AGE", "nan", "between 0 and 3600"),
     ("AGSERVE_OTLP_ENDPOINT", "otel-collector:4318", "http:// or https:// URL"),
 ])
 def test_invalid_setting_names_itself(variable, value, says):
