@@ -43,6 +43,7 @@ from gunicorn.workers import gthread
 
 HEADERS_END = b"\r\n\r\n"
 NEXT_REQUEST_WAIT = 0.002  # seconds a thread waits on its kept-alive connection before giving it back to the poller
+BOOT_RETRY_SECONDS = 2.0  # a worker that could not reach the database waits this long before the next one tries
 BODY_AHEAD = 64 * 1024  # bytes of a body gathered before a thread takes it: most prediction bodies whole
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
 _NOT_AHEAD = re.compile(rb"\r\n(transfer-encoding|expect):", re.IGNORECASE)  # chunked; a client awaiting 100
@@ -212,7 +213,17 @@ class HeaderTimeoutWorker(gthread.ThreadWorker):
         self._connections = value
 
     def load_wsgi(self):
-        super().load_wsgi()
+        """gunicorn's; a database out of reach while the app is built ends this worker as a failure the master
+        answers by starting another, not as gunicorn's boot error, which stops the server and its serving workers
+        with it (a worker recycled while the database restarted took its whole replica down)."""
+        from app.db import DatabaseUnavailable
+
+        try:
+            super().load_wsgi()
+        except DatabaseUnavailable as exc:
+            self.log.error("worker cannot reach the database while starting (%s); another will be started", exc)
+            time.sleep(BOOT_RETRY_SECONDS)  # the master starts the next one at once: not a tight loop
+            raise SystemExit(1) from None
         self.wsgi = corked(self.wsgi)
 
     def get_thread_pool(self):

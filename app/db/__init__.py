@@ -158,8 +158,9 @@ def migrate(database: Database, revision: str = "head") -> None:
 
 
 def current_revision(database: Database) -> str | None:
-    """The schema's Alembic revision; None for an empty database (or one from before migrations)."""
-    with database.transaction() as connection:
+    """The schema's Alembic revision; None for an empty database (or one from before migrations). A read: on SQLite
+    it does not wait for another process's write lock (a worker booting beside a peer stalled in a write failed)."""
+    with database.reading() as connection:
         if not sa.inspect(connection).has_table("alembic_version"):
             return None
         return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

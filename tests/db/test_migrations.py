@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
+import requests
 
 from app.auth.keys import KeyStore
 from app.db import SCHEMA_REVISION, Database, current_revision, database_url, migrate, open_database, sqlite_file
+from tests.support.answers import expected_answers
+from tests.support.data import FEATURES, to_records
 from tests.support.pgserver import postgres_server
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, gunicorn, wait_for_every_worker, wait_until
 
 HEAD = "0004"
 # The schema the SQLite-only server created by itself, before migrations existed.
@@ -153,3 +158,82 @@ def test_models_default_json_is_imported_once_then_the_database_record_rules(tmp
     activations.set_default_model("fraud")
     assert activations.default_model() == "fraud"
     assert json.loads((models / "default.json").read_text()) == {"default": "stale"}  # and never written
+
+
+@pytest.mark.server
+def test_a_worker_replaced_while_another_process_holds_the_write_lock_boots_and_serves(repository_path, dataset,
+                                                                                        in_process):
+    """A worker's boot checks the schema's revision in a read, which on SQLite waits for no writer: it read it in a
+    write transaction, so a worker replaced beside a process stalled in a write (here the test's connection, holding
+    the write lock past AGSERVE_DATABASE_TIMEOUT) failed "database is locked" and gunicorn halted the whole server."""
+    _, test = dataset
+    frame = test[FEATURES].head(2)
+    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="binary", AGSERVE_DATABASE_TIMEOUT="1") as server:
+        holder = sqlite3.connect(server.auth_db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock, until the replacement has answered
+        try:
+            victim, survivor = server.worker_pids()
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while victim in server.worker_pids() or len(server.worker_pids()) < 2:
+                assert server.process.poll() is None, "the server stopped"
+                assert time.monotonic() < deadline, "the master did not replace the killed worker"
+                time.sleep(0.1)
+            replacement = next(pid for pid in server.worker_pids() if pid != survivor)
+            with server.only_worker(replacement):
+                ready = wait_until(f"{server.base}/health/ready", 60, server.process)
+                answer = server.session().post(f"{server.base}/models/binary/predict",
+                                               json={"data": to_records(frame)}, timeout=30)
+            assert ready.json()["worker"]["pid"] == replacement
+            assert answer.status_code == 200, answer.text[:300]
+            body = answer.json()
+            assert (body["predictions"], body["probabilities"]) == expected_answers(in_process["binary"], frame)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert server.process.poll() is None
+
+
+@pytest.mark.server
+def test_a_worker_recycled_while_postgresql_is_down_leaves_the_server_up_and_boots_once_it_is_back(
+        postgres, repository_path, dataset, in_process, tmp_path):
+    """A recycled worker's replacement that cannot reach the database exits as an ordinary failure and the master
+    starts another: gunicorn's boot error would stop the master and the worker still serving with it."""
+    _, test = dataset
+    frame = test[FEATURES].head(2)
+    url = postgres.create_database("recycled")
+    migrate(Database(database_url({"DATABASE_URL": url})))
+    key, _ = KeyStore(Database(database_url({"DATABASE_URL": url}))).create("tests", ["predict"])
+    log = tmp_path / "gunicorn.log"
+
+    def predict(server) -> requests.Response:
+        return requests.post(f"{server.base}/models/binary/predict", json={"data": to_records(frame)},
+                             headers={"X-API-Key": key}, timeout=30)
+
+    with gunicorn(repository_path, workers=2, AGSERVE_MODELS="binary", AGSERVE_DATABASE_URL=url,
+                  AGSERVE_DATABASE_TIMEOUT="1", log_path=log) as server:
+        recycled, survivor = server.worker_pids()
+        for pid in (recycled, survivor):  # each worker has verified the key (kept while the database is away)
+            with server.only_worker(pid):
+                assert predict(server).status_code == 200
+        postgres.kill()
+        try:
+            os.kill(recycled, signal.SIGTERM)  # as max_requests recycles it
+            deadline = time.monotonic() + 60
+            while log.read_bytes().count(b"cannot reach the database while starting") < 2:
+                assert server.process.poll() is None, "the server stopped"
+                assert time.monotonic() < deadline, "no replacement tried to start"
+                time.sleep(0.2)
+            with server.only_worker(survivor):
+                assert predict(server).status_code == 200  # the surviving worker kept serving meanwhile
+            assert server.process.poll() is None
+        finally:
+            postgres.start()
+        wait_for_every_worker(server, 2, 60)
+        replacement = next(pid for pid in server.worker_pids() if pid != survivor)
+        with server.only_worker(replacement):
+            answer = predict(server)
+        assert answer.status_code == 200, answer.text[:300]
+        body = answer.json()
+        assert (body["predictions"], body["probabilities"]) == expected_answers(in_process["binary"], frame)
+    assert b"Worker failed to boot" not in log.read_bytes()
