@@ -179,7 +179,7 @@ def start_server(repository: Path, auth_db: Path, port: int, log_path: Path, **s
             raise SystemExit(f"gunicorn exited; see {log_path}")
         try:
             if requests.get(url, timeout=2).status_code == 200 and \
-                    _every_worker_ready(process, int(env["WEB_CONCURRENCY"])):
+                    _every_worker_ready(process, int(env["WEB_CONCURRENCY"]), url):
                 return process, time.monotonic() - started
         except requests.RequestException:
             pass
@@ -228,9 +228,28 @@ def traced_scenario(repository: Path, auth_db: Path, port: int, key: str, one: P
         return figures, len(exports)
 
 
-def _every_worker_ready(process, workers: int) -> bool:
+def _every_worker_ready(process, workers: int, url: str) -> bool:
+    """Every worker has mapped LightGBM (loaded its models) and answers /health/ready itself: each asked in turn with
+    the others paused (SIGSTOP), since a new connection otherwise reaches whichever worker the kernel wakes, and a
+    worker still loading would leave the first seconds of a run to the other."""
     children = psutil.Process(process.pid).children()
-    return len(children) == workers and all(any("lib_lightgbm" in m.path for m in c.memory_maps()) for c in children)
+    if len(children) != workers or \
+            not all(any("lib_lightgbm" in m.path for m in c.memory_maps()) for c in children):
+        return False
+    for child in children:
+        others = [other for other in children if other.pid != child.pid]
+        for other in others:
+            other.suspend()
+        try:
+            answer = requests.get(url, timeout=2)
+            if answer.status_code != 200 or answer.json()["worker"]["pid"] != child.pid:
+                return False
+        except requests.RequestException:
+            return False
+        finally:
+            for other in others:
+                other.resume()
+    return True
 
 
 def hey(url: str, key: str, body: Path | None, content_type: str, *, concurrency: int, requests_: int | None = None,
