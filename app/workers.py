@@ -43,7 +43,7 @@ from gunicorn.workers import gthread
 
 HEADERS_END = b"\r\n\r\n"
 NEXT_REQUEST_WAIT = 0.002  # seconds a thread waits on its kept-alive connection before giving it back to the poller
-BOOT_RETRY_SECONDS = 2.0  # a worker that could not reach the database waits this long before the next one tries
+BOOT_RETRY_SECONDS = 5.0  # a worker that could not reach the database waits before exiting: a boot is ~1.5 s of CPU
 BODY_AHEAD = 64 * 1024  # bytes of a body gathered before a thread takes it: most prediction bodies whole
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.IGNORECASE)
 _NOT_AHEAD = re.compile(rb"\r\n(transfer-encoding|expect):", re.IGNORECASE)  # chunked; a client awaiting 100
