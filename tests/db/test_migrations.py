@@ -202,8 +202,10 @@ def test_a_worker_recycled_while_postgresql_is_down_leaves_the_server_up_and_boo
     _, test = dataset
     frame = test[FEATURES].head(2)
     url = postgres.create_database("recycled")
-    migrate(Database(database_url({"DATABASE_URL": url})))
-    key, _ = KeyStore(Database(database_url({"DATABASE_URL": url}))).create("tests", ["predict"])
+    database = Database(database_url({"DATABASE_URL": url}))
+    migrate(database)
+    key, _ = KeyStore(database).create("tests", ["predict"])
+    database.dispose()  # no pooled connection of the test's left to meet the kill below
     log = tmp_path / "gunicorn.log"
 
     def predict(server) -> requests.Response:
